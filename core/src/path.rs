@@ -9,6 +9,7 @@
 //! assert_eq!(path.as_bytes(), b"/dev/shm/jobs");
 //! assert_eq!(path.as_c_str(), c"/dev/shm/jobs");
 //! assert_eq!(path.name(), b"jobs");
+//! assert_eq!(path.name_c_str(), c"jobs");
 //! # Ok::<(), shmgate_core::NameError>(())
 //! ```
 
@@ -64,6 +65,14 @@ impl ShmPath {
     pub fn name(&self) -> &[u8] {
         &self.as_bytes()[SHM_DIR.len()..]
     }
+
+    /// The name alone as a C string, for `openat(2)` relative to a handle
+    /// on `/dev/shm` (an absolute path would make `openat` ignore the
+    /// handle).
+    pub fn name_c_str(&self) -> &CStr {
+        // As in `as_c_str`: the tail always ends in the buffer's only NUL.
+        CStr::from_bytes_with_nul(&self.path[SHM_DIR.len()..]).unwrap_or(c"")
+    }
 }
 
 impl fmt::Display for ShmPath {
@@ -104,6 +113,7 @@ mod tests {
         assert_eq!(path.as_bytes(), b"/dev/shm/x");
         assert_eq!(path.as_c_str(), c"/dev/shm/x");
         assert_eq!(path.name(), b"x");
+        assert_eq!(path.name_c_str(), c"x");
     }
 
     #[test]

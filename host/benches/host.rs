@@ -1,0 +1,2 @@
+//! Placeholder until the host benchmarks land.
+fn main() {}

@@ -1,0 +1,299 @@
+//! The kernel boundary: the only module that calls rustix, and the only one
+//! with `unsafe` code (the memory mapping). Everything above it speaks
+//! `shmgate-core` types and gets [`Errno`]s back.
+
+use std::ffi::c_void;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use rustix::fs::{self as rfs, AtFlags, FileType};
+use rustix::io::Errno as RErrno;
+use rustix::mm::{MapFlags, ProtFlags};
+use shmgate_core::{Errno, Mode, OFlags, SHM_DIR, ShmPath};
+
+/// Converts rustix's errno to the core's (any positive `i32` fits a `u16`
+/// on Linux; anything else would be a kernel bug and reads as `EIO`).
+fn errno(e: RErrno) -> Errno {
+    Errno::from_raw(u16::try_from(e.raw_os_error()).unwrap_or(Errno::IO.raw()))
+}
+
+/// Runs `f` again while it fails with `EINTR`.
+fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> Result<T, Errno> {
+    loop {
+        match f() {
+            Err(RErrno::INTR) => continue,
+            other => return other.map_err(errno),
+        }
+    }
+}
+
+/// The `O_PATH | O_DIRECTORY` handle on `/dev/shm`, opened on first use and
+/// kept for the life of the process. A failed open is not cached, so a
+/// program that starts before `/dev/shm` is mounted recovers.
+fn shm_dir() -> Result<BorrowedFd<'static>, Errno> {
+    static DIR: OnceLock<OwnedFd> = OnceLock::new();
+    if let Some(fd) = DIR.get() {
+        return Ok(fd.as_fd());
+    }
+    let flags = rfs::OFlags::PATH | rfs::OFlags::DIRECTORY | rfs::OFlags::CLOEXEC;
+    let fd = retry(|| rfs::open(SHM_DIR, flags, rfs::Mode::empty()))?;
+    // If another thread won the race, its handle is kept and ours closed.
+    Ok(DIR.get_or_init(|| fd).as_fd())
+}
+
+/// `openat(/dev/shm, name, flags | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY |
+/// O_NONBLOCK, mode)`, then `fstat` to refuse anything but a regular file,
+/// then clear `O_NONBLOCK`.
+///
+/// `O_NOFOLLOW` makes a planted symlink (dangling or not) `ELOOP`, so
+/// nothing outside `/dev/shm` is opened or created. `O_NONBLOCK` makes a
+/// planted FIFO open at once instead of blocking; the `fstat` then refuses
+/// it. `O_NOCTTY` keeps a planted terminal from becoming ours.
+pub(crate) fn open(path: &ShmPath, flags: OFlags, mode: Mode) -> Result<OwnedFd, Errno> {
+    let dir = shm_dir()?;
+    let mut oflags =
+        rfs::OFlags::NOFOLLOW | rfs::OFlags::CLOEXEC | rfs::OFlags::NOCTTY | rfs::OFlags::NONBLOCK;
+    oflags |= if flags.is_read_only() {
+        rfs::OFlags::RDONLY
+    } else {
+        rfs::OFlags::RDWR
+    };
+    for (ours, theirs) in [
+        (OFlags::CREATE, rfs::OFlags::CREATE),
+        (OFlags::EXCL, rfs::OFlags::EXCL),
+        (OFlags::TRUNC, rfs::OFlags::TRUNC),
+    ] {
+        if flags.contains(ours) {
+            oflags |= theirs;
+        }
+    }
+    let mode = rfs::Mode::from_raw_mode(mode.bits());
+    let fd = retry(|| rfs::openat(dir, path.name_c_str(), oflags, mode)).map_err(|e| {
+        // A directory is not a shared memory object.
+        if e == Errno::ISDIR { Errno::INVAL } else { e }
+    })?;
+    let stat = rfs::fstat(&fd).map_err(errno)?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(Errno::INVAL); // `fd` is closed on the way out.
+    }
+    // F_SETFL only changes O_APPEND, O_ASYNC, O_DIRECT, O_NOATIME and
+    // O_NONBLOCK, of which we set only O_NONBLOCK: clear it with one call.
+    rfs::fcntl_setfl(&fd, rfs::OFlags::empty()).map_err(errno)?;
+    Ok(fd)
+}
+
+/// `unlinkat(/dev/shm, name, 0)`. `EPERM` becomes `EACCES` (what POSIX
+/// specifies for `shm_unlink`; Linux says `EPERM` in a sticky directory) and
+/// `EISDIR` becomes `EINVAL` (a directory is not a shared memory object).
+pub(crate) fn unlink(path: &ShmPath) -> Result<(), Errno> {
+    let dir = shm_dir()?;
+    retry(|| rfs::unlinkat(dir, path.name_c_str(), AtFlags::empty())).map_err(|e| match e {
+        Errno::PERM => Errno::ACCES,
+        Errno::ISDIR => Errno::INVAL,
+        e => e,
+    })
+}
+
+/// The identity and size of an open object, from `fstat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stat {
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+    pub(crate) len: u64,
+}
+
+fn to_stat(st: &rfs::Stat) -> Stat {
+    Stat {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        // A regular file's size is never negative.
+        len: u64::try_from(st.st_size).unwrap_or(0),
+    }
+}
+
+/// `fstat(fd)`.
+pub(crate) fn fstat(fd: BorrowedFd<'_>) -> Result<Stat, Errno> {
+    rfs::fstat(fd).map(|st| to_stat(&st)).map_err(errno)
+}
+
+/// `fstatat(/dev/shm, name, AT_SYMLINK_NOFOLLOW)`: what the name refers to
+/// now, to check it is still our object before unlinking it.
+pub(crate) fn stat_name(path: &ShmPath) -> Result<Stat, Errno> {
+    let dir = shm_dir()?;
+    rfs::statat(dir, path.name_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+        .map(|st| to_stat(&st))
+        .map_err(errno)
+}
+
+/// `ftruncate(fd, len)`.
+pub(crate) fn ftruncate(fd: BorrowedFd<'_>, len: u64) -> Result<(), Errno> {
+    retry(|| rfs::ftruncate(fd, len))
+}
+
+/// `pread(fd, buf, offset)`.
+pub(crate) fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
+    retry(|| rustix::io::pread(fd, &mut *buf, offset))
+}
+
+/// `pwrite(fd, buf, offset)`.
+pub(crate) fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> Result<usize, Errno> {
+    retry(|| rustix::io::pwrite(fd, buf, offset))
+}
+
+/// A `MAP_SHARED` mapping of part of a segment, unmapped on drop.
+///
+/// The memory may be written at any time by another process, so it is
+/// never handed out as `&[u8]`: only copies (`copy_out`, `copy_in`),
+/// atomics and raw pointers.
+#[derive(Debug)]
+pub(crate) struct RawMapping {
+    ptr: NonNull<u8>,
+    len: usize,
+    writable: bool,
+}
+
+// SAFETY: the mapping is process-wide memory that no Rust reference aliases
+// (only copies and atomics touch it), so moving the owner to another thread
+// is sound.
+#[allow(unsafe_code)]
+unsafe impl Send for RawMapping {}
+// SAFETY: every shared-reference method either copies with a bounds check
+// (racing writers give torn data, which the docs state, never a Rust
+// reference to non-atomic shared bytes) or hands out atomics.
+#[allow(unsafe_code)]
+unsafe impl Sync for RawMapping {}
+
+/// `mmap(NULL, len, PROT_READ[|PROT_WRITE], MAP_SHARED, fd, offset)`.
+///
+/// The caller checks `offset` and `len` against the segment (non-zero,
+/// page-aligned offset, inside the current length).
+#[allow(unsafe_code)]
+pub(crate) fn mmap(
+    fd: BorrowedFd<'_>,
+    offset: u64,
+    len: usize,
+    writable: bool,
+) -> Result<RawMapping, Errno> {
+    let prot = if writable {
+        ProtFlags::READ | ProtFlags::WRITE
+    } else {
+        ProtFlags::READ
+    };
+    // SAFETY: a null hint without MAP_FIXED lets the kernel pick fresh
+    // address space, so no existing Rust memory is replaced.
+    let ptr = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            MapFlags::SHARED,
+            fd,
+            offset,
+        )
+    }
+    .map_err(errno)?;
+    let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(Errno::NOMEM)?;
+    Ok(RawMapping { ptr, len, writable })
+}
+
+impl RawMapping {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// `offset..offset + n` if it lies inside the mapping.
+    fn check(&self, offset: usize, n: usize) -> Result<(), Errno> {
+        match offset.checked_add(n) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(Errno::INVAL),
+        }
+    }
+
+    /// Copies `dst.len()` bytes at `offset` out of the mapping.
+    #[allow(unsafe_code)]
+    pub(crate) fn copy_out(&self, offset: usize, dst: &mut [u8]) -> Result<(), Errno> {
+        self.check(offset, dst.len())?;
+        // SAFETY: `offset + dst.len() <= self.len` (checked), so the source
+        // lies inside our live mapping; `dst` is a Rust buffer, which cannot
+        // overlap a mapping we own and never lend out as a reference.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
+        };
+        Ok(())
+    }
+
+    /// Copies `src` into the mapping at `offset`. `EACCES` if the mapping
+    /// is read-only (the store would fault).
+    #[allow(unsafe_code)]
+    pub(crate) fn copy_in(&self, offset: usize, src: &[u8]) -> Result<(), Errno> {
+        if !self.writable {
+            return Err(Errno::ACCES);
+        }
+        self.check(offset, src.len())?;
+        // SAFETY: in bounds (checked) of a mapping that is PROT_WRITE
+        // (checked); `src` is a Rust buffer and cannot overlap it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len())
+        };
+        Ok(())
+    }
+
+    /// The `u32` at `offset` as an atomic. `EINVAL` if out of bounds or not
+    /// 4-byte aligned.
+    #[allow(unsafe_code)]
+    pub(crate) fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32, Errno> {
+        self.check(offset, 4)?;
+        // SAFETY: in bounds (checked above).
+        let p = unsafe { self.ptr.as_ptr().add(offset) };
+        if !p.cast::<AtomicU32>().is_aligned() {
+            return Err(Errno::INVAL);
+        }
+        // SAFETY: `p` is in bounds, aligned (checked) and lives as long as
+        // `&self` (unmapped only on drop); other processes may access it
+        // concurrently, which atomics allow. Stores to a read-only mapping
+        // fault, which the public API documents.
+        Ok(unsafe { AtomicU32::from_ptr(p.cast()) })
+    }
+
+    /// The `u64` at `offset` as an atomic. `EINVAL` if out of bounds or not
+    /// 8-byte aligned.
+    #[allow(unsafe_code)]
+    pub(crate) fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64, Errno> {
+        self.check(offset, 8)?;
+        // SAFETY: in bounds (checked above).
+        let p = unsafe { self.ptr.as_ptr().add(offset) };
+        if !p.cast::<AtomicU64>().is_aligned() {
+            return Err(Errno::INVAL);
+        }
+        // SAFETY: as in `atomic_u32`, with 8 bytes and 8-byte alignment.
+        Ok(unsafe { AtomicU64::from_ptr(p.cast()) })
+    }
+}
+
+impl Drop for RawMapping {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly what mmap returned, and no
+        // reference into the mapping outlives `self` (atomics borrow it).
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast::<c_void>(), self.len) };
+    }
+}
+
+/// The system page size, for mapping offsets.
+pub(crate) fn page_size() -> usize {
+    rustix::param::page_size()
+}

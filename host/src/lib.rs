@@ -43,6 +43,8 @@ mod error;
 pub mod mapping;
 mod segment;
 mod sys;
+#[cfg(feature = "wasmtime")]
+pub mod wasm;
 
 pub use error::{Error, Op};
 pub use mapping::Mapping;

@@ -113,7 +113,7 @@ impl Mapping {
         }
         self.raw
             .atomic_u32(offset)
-            .map_err(|e| Error::new(Op::Read, &self.name, e))
+            .map_err(|e| Error::new(Op::Write, &self.name, e))
     }
 
     /// The 8 bytes at `offset` as an [`AtomicU64`].
@@ -131,7 +131,7 @@ impl Mapping {
         }
         self.raw
             .atomic_u64(offset)
-            .map_err(|e| Error::new(Op::Read, &self.name, e))
+            .map_err(|e| Error::new(Op::Write, &self.name, e))
     }
 
     /// An atomic load of the `u32` at `offset`, also on read-only mappings.

@@ -179,9 +179,11 @@ impl Segment {
 
     /// `pwrite`, bounded by the segment: copies `buf` to `offset` and
     /// returns how many bytes were written, short (or 0) at the end of the
-    /// segment. Unlike a plain `pwrite`, it never grows the segment: the
-    /// size changes only through [`set_len`](Segment::set_len), so a size
-    /// limit on `set_len` holds.
+    /// segment. Unlike a plain `pwrite`, it does not grow the segment past
+    /// the size it has when the call starts, so a size limit enforced on
+    /// [`set_len`](Segment::set_len) holds. (If another process shrinks the
+    /// segment between this call's `fstat` and its `pwrite`, the write can
+    /// grow it back, never beyond that earlier size.)
     ///
     /// # Errors
     ///
@@ -469,16 +471,40 @@ impl std::ops::Deref for OwnedSegment {
 
 impl Drop for OwnedSegment {
     fn drop(&mut self) {
-        let Some(seg) = self.seg.take() else { return };
-        let Ok(path) = path_of(&seg.name) else { return };
-        let ours = sys::fstat(seg.fd());
-        let current = sys::stat_name(&path);
-        if let (Ok(ours), Ok(current)) = (ours, current)
-            && (ours.dev, ours.ino) == (current.dev, current.ino)
+        if let Some(seg) = self.seg.take()
+            && let Ok(identity) = seg.identity()
         {
-            // Nothing useful to do with an error in drop: the name is
-            // either gone already or not ours to remove.
-            let _ = sys::unlink(&path);
+            unlink_if_same(&seg.name, identity);
         }
+    }
+}
+
+/// Which object a name or descriptor refers to: device and inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Identity {
+    dev: u64,
+    ino: u64,
+}
+
+impl Segment {
+    /// The device and inode of the open object.
+    pub(crate) fn identity(&self) -> Result<Identity, Errno> {
+        sys::fstat(self.fd()).map(|st| Identity {
+            dev: st.dev,
+            ino: st.ino,
+        })
+    }
+}
+
+/// Unlinks `name` only if it still refers to the object `identity` names,
+/// so that cleanup never removes a segment someone else created under the
+/// same name after ours was removed. Errors are ignored: the name is then
+/// either gone already or not ours to remove.
+pub(crate) fn unlink_if_same(name: &[u8], identity: Identity) {
+    let Ok(path) = path_of(name) else { return };
+    if let Ok(current) = sys::stat_name(&path)
+        && (current.dev, current.ino) == (identity.dev, identity.ino)
+    {
+        let _ = sys::unlink(&path);
     }
 }

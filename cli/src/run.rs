@@ -1,0 +1,145 @@
+//! `shmgate run`: a `wasm32-wasip1` guest with WASI and a `shmgate_v1` grant.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use shmgate_core::Mode;
+use shmgate_host::wasm::{ShmCtx, ShmPolicy, add_to_linker};
+use wasmtime::{Engine, Linker, Module, Store};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p1::WasiP1Ctx;
+
+use crate::units::{parse_mode, parse_size};
+use crate::{Failure, exit};
+
+/// Run a wasm32-wasip1 guest with WASI (stdio, args, env) and the
+/// shmgate_v1 imports. Without --namespace the guest gets no segments.
+///
+/// Example: shmgate run --namespace demo. --allow-create --max-size 64MiB producer.wasm -- frames 16MiB
+#[derive(Args, Debug)]
+pub(crate) struct RunArgs {
+    /// Grant the segments named PREFIX*: the guest's `foo` is /dev/shm/PREFIXfoo.
+    #[arg(long, value_name = "PREFIX")]
+    namespace: Option<String>,
+    /// Read-only grant: RDWR, CREATE and TRUNC are refused with EACCES.
+    #[arg(long)]
+    read_only: bool,
+    /// Allow creating segments (open with CREATE).
+    #[arg(long)]
+    allow_create: bool,
+    /// Allow unlinking segments.
+    #[arg(long)]
+    allow_unlink: bool,
+    /// Allow resizing any granted segment and opening with TRUNC.
+    #[arg(long)]
+    allow_resize: bool,
+    /// Largest segment size set_size may set, e.g. 64MiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "64MiB")]
+    max_size: u64,
+    /// Most handles the guest may hold open at once.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_handles: usize,
+    /// Most segments the guest may create.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    max_created: usize,
+    /// Most permissive mode for segments the guest creates (octal).
+    #[arg(long, value_name = "MODE", value_parser = parse_mode, default_value = "600")]
+    create_mode: Mode,
+    /// Unlink the segments the guest created when it exits.
+    #[arg(long)]
+    auto_unlink: bool,
+    /// Set an environment variable for the guest (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    envs: Vec<String>,
+    /// The guest module.
+    guest: PathBuf,
+    /// Arguments for the guest (after --).
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+impl RunArgs {
+    fn policy(&self) -> Result<ShmPolicy, Failure> {
+        let mut b = ShmPolicy::builder()
+            .read_only(self.read_only)
+            .allow_create(self.allow_create)
+            .allow_unlink(self.allow_unlink)
+            .allow_resize(self.allow_resize)
+            .max_segment_size(self.max_size)
+            .max_handles(self.max_handles)
+            .max_created(self.max_created)
+            .create_mode(self.create_mode)
+            .auto_unlink(self.auto_unlink);
+        if let Some(ns) = &self.namespace {
+            b = b.namespace(ns);
+        }
+        b.build()
+            .map_err(|e| Failure::new(exit::USAGE, format!("bad grant: {e}")))
+    }
+}
+
+/// What the store holds: WASI and shmgate state.
+struct Host {
+    wasi: WasiP1Ctx,
+    shm: ShmCtx,
+}
+
+/// Runs the guest; returns its exit code.
+pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
+    let policy = args.policy()?;
+    let bytes = std::fs::read(&args.guest)
+        .map_err(|e| Failure::new(exit::NOINPUT, format!("{}: {e}", args.guest.display())))?;
+    let engine = Engine::default();
+    let module = Module::new(&engine, &bytes).map_err(|e| {
+        Failure::new(
+            exit::DATAERR,
+            format!("{}: not a valid guest: {e:#}", args.guest.display()),
+        )
+    })?;
+
+    let mut linker: Linker<Host> = Linker::new(&engine);
+    let internal = |e: wasmtime::Error| Failure::new(exit::SOFTWARE, format!("{e:#}"));
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h: &mut Host| &mut h.wasi)
+        .map_err(internal)?;
+    add_to_linker(&mut linker, |h: &mut Host| &mut h.shm).map_err(internal)?;
+
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.inherit_stdio();
+    let program = args.guest.file_name().map_or_else(
+        || args.guest.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    wasi.arg(program);
+    wasi.args(&args.args);
+    for env in &args.envs {
+        let (k, v) = env.split_once('=').ok_or_else(|| {
+            Failure::new(exit::USAGE, format!("--env {env:?}: expected NAME=VALUE"))
+        })?;
+        wasi.env(k, v);
+    }
+    let host = Host {
+        wasi: wasi.build_p1(),
+        shm: ShmCtx::new(policy),
+    };
+    let mut store = Store::new(&engine, host);
+    let instance = linker.instantiate(&mut store, &module).map_err(|e| {
+        Failure::new(
+            exit::DATAERR,
+            format!("{}: cannot instantiate: {e:#}", args.guest.display()),
+        )
+    })?;
+    let start = instance
+        .get_typed_func::<(), ()>(&mut store, "_start")
+        .map_err(|e| Failure::new(exit::DATAERR, format!("{}: {e:#}", args.guest.display())))?;
+    match start.call(&mut store, ()) {
+        Ok(()) => Ok(0),
+        Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            // Exit codes are 8 bits on Unix; keep the low byte as the shell would.
+            Some(code) => Ok(code.0.to_le_bytes()[0]),
+            None => {
+                eprintln!("shmgate: guest trapped: {e:?}");
+                Ok(exit::TRAP)
+            }
+        },
+    }
+}

@@ -1,0 +1,74 @@
+//! Builds `examples/guests` for `wasm32-wasip1` with a nested cargo, in a
+//! target directory of its own under `OUT_DIR` (sharing the outer one would
+//! deadlock on its lock), and writes their paths for `src/lib.rs`. This is
+//! wasmtime's `test-programs-artifacts` pattern: no `.wasm` is committed.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const GUESTS: [&str; 3] = ["producer", "consumer", "echo"];
+
+fn main() {
+    let here = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let guests = here.join("../guests");
+    let root = here.join("../..");
+    for watched in [
+        "examples/guests/src",
+        "examples/guests/Cargo.toml",
+        "guest-sdk/src",
+        "guest-sdk/Cargo.toml",
+        "core/src",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
+    let target_dir = out.join("wasm-target");
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("--release")
+        .arg("--target=wasm32-wasip1")
+        .arg("--manifest-path")
+        .arg(guests.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(&root);
+    // What the outer build sets for itself must not leak into the guests'
+    // build: host RUSTFLAGS, clippy's wrapper, coverage or sanitizer flags.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("running cargo for the example guests");
+    assert!(
+        status.success(),
+        "building examples/guests for wasm32-wasip1 failed; is the target installed? \
+         (`rustup target add wasm32-wasip1`; rust-toolchain.toml lists it)"
+    );
+
+    let mut paths = String::new();
+    for guest in GUESTS {
+        let wasm = target_dir
+            .join("wasm32-wasip1/release")
+            .join(format!("{guest}.wasm"));
+        assert!(
+            Path::new(&wasm).exists(),
+            "{} was not built",
+            wasm.display()
+        );
+        paths.push_str(&format!(
+            "/// Path of the `{guest}` example guest (`examples/guests/src/bin/{guest}.rs`).\n\
+             pub const {}: &str = {:?};\n",
+            guest.to_uppercase(),
+            wasm.display().to_string()
+        ));
+    }
+    std::fs::write(out.join("paths.rs"), paths).expect("writing paths.rs");
+}

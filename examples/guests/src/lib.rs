@@ -1,0 +1,56 @@
+//! What the example guests share: the segment layout of the producer and
+//! consumer, and a deterministic data stream with its checksum, so that a
+//! receiver can verify every byte without a copy of the data.
+
+/// Segment layout: a 64-byte header, then the payload.
+pub mod layout {
+    /// Bytes 0..8: this magic.
+    pub const MAGIC: &[u8; 8] = b"SHMGATE1";
+    /// Bytes 8..16: payload length, little-endian `u64`.
+    pub const LEN: u64 = 8;
+    /// Bytes 16..24: FNV-1a checksum of the payload, little-endian `u64`.
+    pub const CHECKSUM: u64 = 16;
+    /// Bytes 24..32: state, little-endian `u64`; [`READY`] once the payload,
+    /// length and checksum are all written.
+    pub const STATE: u64 = 24;
+    /// The state value that publishes the payload.
+    pub const READY: u64 = 1;
+    /// Where the payload starts.
+    pub const PAYLOAD: u64 = 64;
+}
+
+/// The 64-bit FNV-1a hash, continued from `state` (start with [`FNV_START`]).
+pub fn fnv1a(mut state: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        state ^= u64::from(b);
+        state = state.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    state
+}
+
+/// The FNV-1a offset basis.
+pub const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Fills `buf` with the deterministic stream at byte `offset` (an
+/// xorshift of the position), so producer and consumer agree on every byte.
+pub fn fill(buf: &mut [u8], offset: u64) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        let mut x = (offset + i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x ^= x >> 29;
+        *b = x.to_le_bytes()[0];
+    }
+}
+
+/// Parses a size like `64MiB`, `4096`, `1KiB`.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits.parse().ok()?;
+    let mul = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mul)
+}

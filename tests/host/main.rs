@@ -1,0 +1,23 @@
+//! Integration tests of `shmgate-host` against the real kernel, glibc and
+//! Python: one test binary for the host, one module per area.
+//!
+//! - [`conformance`]: the Open POSIX Test Suite's `shm_open`/`shm_unlink`
+//!   assertions.
+//! - [`hazards`]: symlinks, FIFOs, directories and hostile names planted in
+//!   `/dev/shm`.
+//! - [`interop_glibc`], [`interop_python`]: objects shared with glibc's
+//!   `shm_open` and Python's `multiprocessing.shared_memory`.
+//! - [`errors`]: what an `Error` says about a real failure.
+//!
+//! Every test uses its own names (`shmgate-test-<pid>-<n>`) and removes
+//! what it created, pass or fail. Tests that need a second process, another
+//! user or another umask run the `shmgate-probe` binary of this crate.
+#![deny(unsafe_code)]
+
+mod common;
+mod conformance;
+mod errors;
+mod hazards;
+mod interop_glibc;
+mod interop_python;
+mod sys;

@@ -47,13 +47,17 @@ pub(crate) fn path_of(name: &[u8]) -> Result<ShmPath, Errno> {
 /// - [`openat(2)`](https://man7.org/linux/man-pages/man2/openat.2.html)
 #[doc(alias = "shm_open")]
 pub fn open(name: impl AsRef<[u8]>, flags: OFlags, mode: Mode) -> Result<Segment, Error> {
-    let name: Arc<[u8]> = Arc::from(name.as_ref());
-    let opened = flags.validate().and_then(|flags| {
-        let path = path_of(&name)?;
-        sys::open(&path, flags, mode).map(|fd| (fd, path))
-    });
+    open_shared(Arc::from(name.as_ref()), flags, mode)
+}
+
+/// [`open`] for a name already held in an `Arc` (the wasm host resolves
+/// names into one, and the segment keeps it for its errors).
+pub(crate) fn open_shared(name: Arc<[u8]>, flags: OFlags, mode: Mode) -> Result<Segment, Error> {
+    let opened = flags
+        .validate()
+        .and_then(|flags| sys::open(&path_of(&name)?, flags, mode));
     match opened {
-        Ok((fd, _path)) => Ok(Segment {
+        Ok(fd) => Ok(Segment {
             fd,
             name,
             writable: !flags.is_read_only(),

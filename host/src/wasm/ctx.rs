@@ -1,11 +1,13 @@
 //! The per-store state behind the `shmgate_v1` imports: the policy, the
 //! handle table, and what this store created.
 
+use std::sync::Arc;
+
 use shmgate_core::{Errno, Mode, OFlags};
 
 use super::policy::{HANDLES_LIMIT, ShmPolicy};
-use crate::segment::{Identity, unlink_if_same};
-use crate::{Segment, open, unlink};
+use crate::segment::{Identity, open_shared, unlink_if_same};
+use crate::{Segment, unlink};
 
 /// The shmgate state of one wasmtime store: put it in the store's data and
 /// reach it through [`add_to_linker`](super::add_to_linker).
@@ -19,7 +21,7 @@ pub struct ShmCtx {
     table: HandleTable,
     /// Segments this store created and has not unlinked (host name and
     /// identity), for `auto_unlink`.
-    created: Vec<(Vec<u8>, Identity)>,
+    created: Vec<(Arc<[u8]>, Identity)>,
     /// How many segments this store has created over its life, for the
     /// `max_created` quota (unlinking one does not give the create back).
     created_total: usize,
@@ -58,7 +60,7 @@ impl ShmCtx {
     /// The host names of the segments this store created and did not
     /// unlink, oldest first.
     pub fn created(&self) -> impl Iterator<Item = &[u8]> {
-        self.created.iter().map(|(name, _)| name.as_slice())
+        self.created.iter().map(|(name, _)| &**name)
     }
 
     /// `open`: checks flags, mode, name and rights, then opens
@@ -100,36 +102,34 @@ impl ShmCtx {
     /// as `CREATE | EXCL` first and falls back to opening what exists.
     fn open_counting_creates(
         &self,
-        name: &[u8],
+        name: &Arc<[u8]>,
         flags: OFlags,
         mode: Mode,
     ) -> Result<(Segment, bool), Errno> {
+        let open = |flags| open_shared(Arc::clone(name), flags, mode).map_err(|e| e.errno());
         let existing_only =
             OFlags::from_bits(flags.bits() & !(OFlags::CREATE | OFlags::EXCL).bits())?;
         if !flags.contains(OFlags::CREATE) {
-            return Ok((open(name, flags, mode).map_err(|e| e.errno())?, false));
+            return Ok((open(flags)?, false));
         }
         let may_create = self.created_total < self.policy.max_created;
         // A name can be unlinked between our two attempts; a few rounds
         // settle it, and a guest cannot make this loop forever alone.
         for _ in 0..4 {
             if may_create {
-                match open(name, flags | OFlags::EXCL, mode) {
+                match open(flags | OFlags::EXCL) {
                     Ok(seg) => return Ok((seg, true)),
-                    Err(e) if e.errno() == Errno::EXIST && !flags.contains(OFlags::EXCL) => {}
-                    Err(e) => return Err(e.errno()),
+                    Err(Errno::EXIST) if !flags.contains(OFlags::EXCL) => {}
+                    Err(e) => return Err(e),
                 }
             } else if flags.contains(OFlags::EXCL) {
                 return Err(Errno::DQUOT);
             }
-            match open(name, existing_only, mode) {
+            match open(existing_only) {
                 Ok(seg) => return Ok((seg, false)),
-                Err(e) if e.errno() == Errno::NOENT => {
-                    if !may_create {
-                        return Err(Errno::DQUOT);
-                    }
-                }
-                Err(e) => return Err(e.errno()),
+                Err(Errno::NOENT) if !may_create => return Err(Errno::DQUOT),
+                Err(Errno::NOENT) => {}
+                Err(e) => return Err(e),
             }
         }
         Err(Errno::AGAIN)
@@ -141,7 +141,7 @@ impl ShmCtx {
         if !self.policy.allow_unlink {
             return Err(Errno::ACCES);
         }
-        unlink(&name).map_err(|e| e.errno())?;
+        unlink(&*name).map_err(|e| e.errno())?;
         self.created.retain(|(created, _)| *created != name);
         Ok(())
     }

@@ -1,5 +1,7 @@
 //! What a guest may do: the capability policy of one store.
 
+use std::sync::Arc;
+
 use shmgate_core::{Errno, Mode, NAME_MAX, ShmName};
 
 /// The capabilities granted to the guests of one store. Built with
@@ -73,7 +75,7 @@ impl ShmPolicy {
     ///
     /// `EACCES` without a namespace, `EINVAL` for a bad name,
     /// `ENAMETOOLONG` if prefix and name exceed [`NAME_MAX`].
-    pub fn resolve(&self, guest_name: &[u8]) -> Result<Vec<u8>, Errno> {
+    pub fn resolve(&self, guest_name: &[u8]) -> Result<Arc<[u8]>, Errno> {
         let prefix = self.namespace.as_deref().ok_or(Errno::ACCES)?;
         if guest_name.first() == Some(&b'/') {
             return Err(Errno::INVAL); // absolute names are not the guest's to use
@@ -82,11 +84,15 @@ impl ShmPolicy {
         if prefix.len() + guest_name.len() > NAME_MAX {
             return Err(Errno::NAMETOOLONG);
         }
-        let full = [prefix, guest_name].concat();
+        // Joined on the stack: one allocation, the `Arc` the segment keeps.
+        let mut buf = [0u8; NAME_MAX];
+        let full = &mut buf[..prefix.len() + guest_name.len()];
+        full[..prefix.len()].copy_from_slice(prefix);
+        full[prefix.len()..].copy_from_slice(guest_name);
         // Prefix and name are each valid, so this holds; checked anyway
         // because it is what the kernel will see.
-        ShmName::new(&full)?;
-        Ok(full)
+        ShmName::new(full)?;
+        Ok(Arc::from(&*full))
     }
 }
 
@@ -100,7 +106,7 @@ impl ShmPolicy {
 ///     .max_segment_size(1 << 20)
 ///     .auto_unlink(true)
 ///     .build()?;
-/// assert_eq!(policy.resolve(b"jobs")?, b"tenant-a.jobs");
+/// assert_eq!(&*policy.resolve(b"jobs")?, b"tenant-a.jobs");
 /// # Ok::<(), shmgate_host::Errno>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -211,7 +217,7 @@ mod tests {
     #[test]
     fn resolve_stays_inside_the_prefix() {
         let p = ns("app.");
-        assert_eq!(p.resolve(b"x").unwrap(), b"app.x");
+        assert_eq!(&*p.resolve(b"x").unwrap(), b"app.x");
         for bad in [
             &b"/x"[..],
             b"//x",
@@ -248,8 +254,8 @@ mod tests {
             Err(Errno::NAMETOOLONG)
         );
         // "." and ".." as prefixes are fine: "..x" is an ordinary name.
-        assert_eq!(ns("..").resolve(b"x").unwrap(), b"..x");
-        assert_eq!(ns("").resolve(b"x").unwrap(), b"x");
+        assert_eq!(&*ns("..").resolve(b"x").unwrap(), b"..x");
+        assert_eq!(&*ns("").resolve(b"x").unwrap(), b"x");
     }
 
     #[test]

@@ -1,0 +1,143 @@
+//! Guest calls through `shmgate_v1` against the native path, in one run.
+//!
+//! - `open_close`: a guest loop of `open(existing) + close` against the
+//!   native `shmgate_host::open` + drop;
+//! - `write_1MiB` / `read_1MiB`: a guest `write`/`read` of 1 MiB against the
+//!   native `write_at`/`read_at` and against a plain `memcpy` into/out of a
+//!   mapping of the same segment.
+//!
+//! Run with `cargo bench -p shmgate-host --features wasmtime --bench wasm`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use shmgate_host::wasm::{ShmCtx, ShmPolicy, add_to_linker};
+use shmgate_host::{Mode, OFlags, OpenOptions};
+use wasmtime::{Engine, Linker, Module, Store, TypedFunc};
+
+const MIB: usize = 1 << 20;
+
+/// The bench guest: a loop of open+close, and single 1 MiB read/write
+/// calls on a buffer at address 65536.
+const GUEST: &str = r#"(module
+  (import "shmgate_v1" "open" (func $open (param i32 i32 i32 i32) (result i64)))
+  (import "shmgate_v1" "close" (func $close (param i32) (result i64)))
+  (import "shmgate_v1" "read" (func $read (param i32 i64 i32 i32) (result i64)))
+  (import "shmgate_v1" "write" (func $write (param i32 i64 i32 i32) (result i64)))
+  (memory (export "memory") 17)
+  (func (export "open_close") (param $ptr i32) (param $len i32) (param $n i32) (result i64)
+    (local $h i64)
+    (block $done
+      (loop $again
+        (br_if $done (i32.eqz (local.get $n)))
+        (local.set $h (call $open (local.get $ptr) (local.get $len) (i32.const 0) (i32.const 0)))
+        (if (i64.lt_s (local.get $h) (i64.const 0)) (then (return (local.get $h))))
+        (drop (call $close (i32.wrap_i64 (local.get $h))))
+        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+        (br $again)))
+    (i64.const 0))
+  (func (export "open_rw") (param $ptr i32) (param $len i32) (result i64)
+    (call $open (local.get $ptr) (local.get $len) (i32.const 1) (i32.const 0)))
+  (func (export "write") (param $h i32) (param $len i32) (result i64)
+    (call $write (local.get $h) (i64.const 0) (i32.const 65536) (local.get $len)))
+  (func (export "read") (param $h i32) (param $len i32) (result i64)
+    (call $read (local.get $h) (i64.const 0) (i32.const 65536) (local.get $len))))"#;
+
+struct Host {
+    shm: ShmCtx,
+}
+
+fn bench(c: &mut Criterion) {
+    let prefix = format!("shmgate-bench-wasm-{}.", std::process::id());
+    let host_name = format!("{prefix}seg");
+    let seg = OpenOptions::new()
+        .size(MIB as u64)
+        .open_owned(&host_name)
+        .expect("creating the bench segment");
+
+    let engine = Engine::default();
+    let module = Module::new(&engine, GUEST).expect("bench guest");
+    let mut linker = Linker::<Host>::new(&engine);
+    add_to_linker(&mut linker, |h: &mut Host| &mut h.shm).unwrap();
+    let policy = ShmPolicy::builder()
+        .namespace(&prefix)
+        .max_handles(4)
+        .build()
+        .unwrap();
+    let mut store = Store::new(
+        &engine,
+        Host {
+            shm: ShmCtx::new(policy),
+        },
+    );
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let memory = instance.get_memory(&mut store, "memory").unwrap();
+    memory.write(&mut store, 0, b"seg").unwrap();
+    let open_close: TypedFunc<(i32, i32, i32), i64> =
+        instance.get_typed_func(&mut store, "open_close").unwrap();
+    let open_rw: TypedFunc<(i32, i32), i64> =
+        instance.get_typed_func(&mut store, "open_rw").unwrap();
+    let write: TypedFunc<(i32, i32), i64> = instance.get_typed_func(&mut store, "write").unwrap();
+    let read: TypedFunc<(i32, i32), i64> = instance.get_typed_func(&mut store, "read").unwrap();
+    let handle = i32::try_from(open_rw.call(&mut store, (0, 3)).unwrap()).expect("a handle");
+
+    let mut g = c.benchmark_group("wasm_open_close");
+    g.bench_function("native", |b| {
+        b.iter(|| {
+            drop(shmgate_host::open(black_box(&host_name), OFlags::RDONLY, Mode::OWNER_RW).unwrap())
+        })
+    });
+    g.bench_function("guest", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            let n = i32::try_from(iters).expect("criterion asks for fewer than 2^31");
+            assert_eq!(open_close.call(&mut store, (0, 3, n)).unwrap(), 0);
+            start.elapsed()
+        })
+    });
+    g.finish();
+
+    let map = seg.map().unwrap();
+    let mut buf = vec![0x5au8; MIB];
+    let len = i32::try_from(MIB).unwrap();
+    for (dir, wasm_fn) in [("write", &write), ("read", &read)] {
+        let mut g = c.benchmark_group(format!("wasm_{dir}_1MiB"));
+        g.throughput(Throughput::Bytes(MIB as u64));
+        g.bench_function("memcpy", |b| {
+            b.iter(|| {
+                if dir == "write" {
+                    map.write_at(0, black_box(&buf)).unwrap()
+                } else {
+                    map.read_at(0, black_box(&mut buf)).unwrap()
+                }
+            })
+        });
+        g.bench_function("native", |b| {
+            b.iter(|| {
+                let n = if dir == "write" {
+                    seg.write_at(black_box(&buf), 0).unwrap()
+                } else {
+                    seg.read_at(black_box(&mut buf), 0).unwrap()
+                };
+                assert_eq!(n, MIB);
+            })
+        });
+        g.bench_function("guest", |b| {
+            b.iter(|| {
+                assert_eq!(
+                    wasm_fn.call(&mut store, (handle, len)).unwrap(),
+                    i64::from(len)
+                )
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = bench
+}
+criterion_main!(benches);

@@ -13,7 +13,13 @@ fn c_guest_uses_the_header() {
     let ns = Namespace::new("c");
     let wasm = std::env::temp_dir().join(format!("{}hello.wasm", ns.0));
     let built = Command::new("clang")
-        .args(["--target=wasm32", "-nostdlib", "-O2", "-Wl,--no-entry", "-Wl,--export=_start"])
+        .args([
+            "--target=wasm32",
+            "-nostdlib",
+            "-O2",
+            "-Wl,--no-entry",
+            "-Wl,--export=_start",
+        ])
         .arg("-I")
         .arg(root.join("guest-sdk/include"))
         .arg("-o")
@@ -30,7 +36,13 @@ fn c_guest_uses_the_header() {
             return;
         }
     }
-    let out = shmgate(&["run", "--namespace", &ns.0, "--allow-create", wasm.to_str().unwrap()]);
+    let out = shmgate(&[
+        "run",
+        "--namespace",
+        &ns.0,
+        "--allow-create",
+        wasm.to_str().unwrap(),
+    ]);
     let _ = std::fs::remove_file(&wasm);
     assert!(out.status.success(), "{}", text(&out));
     let data = std::fs::read(format!("/dev/shm/{}", ns.host_name("hello"))).unwrap();

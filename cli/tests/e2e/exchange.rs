@@ -29,17 +29,36 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 fn producer_and_consumer_processes_exchange_64_mib() {
     let ns = Namespace::new("pc");
     let consumer = Command::new(SHMGATE)
-        .args(["run", "--namespace", &ns.0, "--read-only", CONSUMER, "--", "stream", "120"])
+        .args([
+            "run",
+            "--namespace",
+            &ns.0,
+            "--read-only",
+            CONSUMER,
+            "--",
+            "stream",
+            "120",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting the consumer");
     let producer = shmgate(&[
-        "run", "--namespace", &ns.0, "--allow-create", "--max-size", "65MiB", PRODUCER, "--",
-        "stream", "64MiB",
+        "run",
+        "--namespace",
+        &ns.0,
+        "--allow-create",
+        "--max-size",
+        "65MiB",
+        PRODUCER,
+        "--",
+        "stream",
+        "64MiB",
     ]);
     assert!(producer.status.success(), "producer: {}", text(&producer));
-    let consumer = consumer.wait_with_output().expect("waiting for the consumer");
+    let consumer = consumer
+        .wait_with_output()
+        .expect("waiting for the consumer");
     assert!(consumer.status.success(), "consumer: {}", text(&consumer));
 
     let produced = String::from_utf8_lossy(&producer.stdout);
@@ -66,11 +85,21 @@ fn native_program_and_guest_exchange_both_ways() {
         .open_owned(ns.host_name("inbox"))
         .expect("creating the inbox");
     inbox.write_all_at(&message, PAYLOAD).unwrap();
-    inbox.write_all_at(&(message.len() as u64).to_le_bytes(), LEN).unwrap();
+    inbox
+        .write_all_at(&(message.len() as u64).to_le_bytes(), LEN)
+        .unwrap();
     inbox.write_all_at(&READY.to_le_bytes(), STATE).unwrap();
 
     let out = shmgate(&[
-        "run", "--namespace", &ns.0, "--allow-create", "--max-size", "1MiB", ECHO, "--", "inbox",
+        "run",
+        "--namespace",
+        &ns.0,
+        "--allow-create",
+        "--max-size",
+        "1MiB",
+        ECHO,
+        "--",
+        "inbox",
         "reply",
     ]);
     assert!(out.status.success(), "echo: {}", text(&out));

@@ -19,9 +19,22 @@ fn no_grant_means_eacces() {
 #[test]
 fn read_only_grant_refuses_create() {
     let ns = Namespace::new("ro");
-    let out = shmgate(&["run", "--namespace", &ns.0, "--read-only", PRODUCER, "--", "x", "4096"]);
+    let out = shmgate(&[
+        "run",
+        "--namespace",
+        &ns.0,
+        "--read-only",
+        PRODUCER,
+        "--",
+        "x",
+        "4096",
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("EACCES"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("EACCES"),
+        "{}",
+        text(&out)
+    );
     assert!(ns.entries().is_empty());
 }
 
@@ -32,11 +45,23 @@ fn read_only_grant_refuses_create() {
 fn size_limit_is_efbig() {
     let ns = Namespace::new("fbig");
     let out = shmgate(&[
-        "run", "--namespace", &ns.0, "--allow-create", "--max-size", "1MiB", PRODUCER, "--", "big",
+        "run",
+        "--namespace",
+        &ns.0,
+        "--allow-create",
+        "--max-size",
+        "1MiB",
+        PRODUCER,
+        "--",
+        "big",
         "2MiB",
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("EFBIG"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("EFBIG"),
+        "{}",
+        text(&out)
+    );
     let meta = std::fs::metadata(format!("/dev/shm/{}", ns.host_name("big"))).unwrap();
     assert_eq!(meta.len(), 0);
 }
@@ -46,7 +71,14 @@ fn size_limit_is_efbig() {
 fn auto_unlink_cleans_up() {
     let ns = Namespace::new("auto");
     let out = shmgate(&[
-        "run", "--namespace", &ns.0, "--allow-create", "--auto-unlink", PRODUCER, "--", "tmp",
+        "run",
+        "--namespace",
+        &ns.0,
+        "--allow-create",
+        "--auto-unlink",
+        PRODUCER,
+        "--",
+        "tmp",
         "4096",
     ]);
     assert!(out.status.success(), "{}", text(&out));

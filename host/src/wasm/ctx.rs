@@ -1,13 +1,23 @@
 //! The per-store state behind the `shmgate_v1` imports: the policy, the
 //! handle table, and what this store created.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use shmgate_core::{Errno, Mode, OFlags};
 
 use super::policy::{HANDLES_LIMIT, ShmPolicy};
 use crate::segment::{Identity, open_shared, unlink_if_same};
+use crate::sys::{self, RawMapping};
 use crate::{Segment, unlink};
+
+/// Window offsets and lengths are multiples of the wasm page size.
+pub(crate) const WINDOW_ALIGN: u64 = 64 << 10;
+
+/// How long one futex wait lasts before the interrupt flag is checked.
+const WAIT_SLICE: Duration = Duration::from_millis(20);
 
 /// The shmgate state of one wasmtime store: put it in the store's data and
 /// reach it through [`add_to_linker`](super::add_to_linker).
@@ -25,6 +35,45 @@ pub struct ShmCtx {
     /// How many segments this store has created over its life, for the
     /// `max_created` quota (unlinking one does not give the create back).
     created_total: usize,
+    /// Windows mapped into this store's memories.
+    windows: Vec<WindowRec>,
+    /// One host page per `(handle, page offset)` used by `wait32`/`notify`.
+    futex_pages: HashMap<(i32, u64), RawMapping>,
+    interrupt: Arc<AtomicBool>,
+}
+
+/// A window: which memory (its base address), where, how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WindowRec {
+    pub(crate) memory_base: usize,
+    pub(crate) addr: u32,
+    pub(crate) len: u32,
+}
+
+/// What `map` needs after its checks: the window length and access.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MapPlan {
+    pub(crate) offset: u64,
+    pub(crate) len: u32,
+    pub(crate) writable: bool,
+}
+
+/// Interrupts the `wait32` calls of one store from any thread: they return
+/// `-EINTR` within a few milliseconds, and new ones return it at once,
+/// until [`clear`](WaitInterrupt::clear).
+#[derive(Clone, Debug)]
+pub struct WaitInterrupt(Arc<AtomicBool>);
+
+impl WaitInterrupt {
+    /// Makes every current and future `wait32` of the store return `EINTR`.
+    pub fn interrupt(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets `wait32` block again.
+    pub fn clear(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 #[derive(Debug)]
@@ -44,6 +93,9 @@ impl ShmCtx {
             table: HandleTable::default(),
             created: Vec::new(),
             created_total: 0,
+            windows: Vec::new(),
+            futex_pages: HashMap::new(),
+            interrupt: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -146,9 +198,171 @@ impl ShmCtx {
         Ok(())
     }
 
-    /// `close`.
+    /// `close`. Windows of the segment stay mapped until `unmap`.
     pub(crate) fn close(&mut self, handle: i32) -> Result<(), Errno> {
-        self.table.remove(handle).map(drop)
+        self.table.remove(handle)?;
+        self.futex_pages.retain(|&(h, _), _| h != handle);
+        Ok(())
+    }
+
+    /// A handle to interrupt this store's `wait32` calls from another
+    /// thread (on shutdown, say).
+    pub fn interrupt_handle(&self) -> WaitInterrupt {
+        WaitInterrupt(Arc::clone(&self.interrupt))
+    }
+
+    /// The windows currently mapped into this store's memories.
+    pub fn mapped_bytes(&self) -> u64 {
+        self.windows.iter().map(|w| u64::from(w.len)).sum()
+    }
+
+    /// The checks of `map`: handle, `prot`, alignment, bounds, rights and
+    /// the mapped-bytes quota. The caller then grows the memory and maps.
+    pub(crate) fn plan_map(
+        &self,
+        handle: i32,
+        offset: i64,
+        len: i32,
+        prot: i32,
+    ) -> Result<MapPlan, Errno> {
+        let entry = self.table.get(handle)?;
+        // prot: 1 read, 2 write; reading is always part of it.
+        if prot & !3 != 0 || prot & 1 == 0 {
+            return Err(Errno::INVAL);
+        }
+        let writable = prot & 2 != 0;
+        let offset = u64::try_from(offset).map_err(|_| Errno::INVAL)?;
+        let len = u32::try_from(len).map_err(|_| Errno::INVAL)?;
+        if len == 0 || offset % WINDOW_ALIGN != 0 || u64::from(len) % WINDOW_ALIGN != 0 {
+            return Err(Errno::INVAL);
+        }
+        if writable && (self.policy.read_only || !entry.writable) {
+            return Err(Errno::ACCES);
+        }
+        let size = entry.seg.len().map_err(|e| e.errno())?;
+        if offset
+            .checked_add(u64::from(len))
+            .is_none_or(|end| end > size)
+        {
+            return Err(Errno::NXIO);
+        }
+        if self.mapped_bytes() + u64::from(len) > self.policy.max_mapped {
+            return Err(Errno::NOMEM);
+        }
+        Ok(MapPlan {
+            offset,
+            len,
+            writable,
+        })
+    }
+
+    /// Maps the planned window over guest bytes `addr..` of the memory at
+    /// `memory_base`, which the caller has just grown for it.
+    pub(crate) fn map_at(
+        &mut self,
+        handle: i32,
+        plan: MapPlan,
+        memory_base: *mut u8,
+        addr: u32,
+    ) -> Result<(), Errno> {
+        let entry = self.table.get(handle)?;
+        sys::window::map_window(
+            memory_base,
+            addr as usize,
+            plan.len as usize,
+            std::os::fd::AsFd::as_fd(&entry.seg),
+            plan.offset,
+            plan.writable,
+        )?;
+        self.windows.push(WindowRec {
+            memory_base: memory_base as usize,
+            addr,
+            len: plan.len,
+        });
+        Ok(())
+    }
+
+    /// `unmap`: `addr`/`len` must be exactly one window of this memory;
+    /// private zeroed pages take its place.
+    pub(crate) fn unmap(&mut self, memory_base: *mut u8, addr: i32, len: i32) -> Result<(), Errno> {
+        let want = WindowRec {
+            memory_base: memory_base as usize,
+            addr: addr as u32,
+            len: len as u32,
+        };
+        let i = self
+            .windows
+            .iter()
+            .position(|w| *w == want)
+            .ok_or(Errno::INVAL)?;
+        sys::window::unmap_window(memory_base, want.addr as usize, want.len as usize)?;
+        self.windows.swap_remove(i);
+        Ok(())
+    }
+
+    /// The shared word at `offset` of the handle's segment, through a host
+    /// mapping of its page (kept until the handle closes).
+    fn futex_word(&mut self, handle: i32, offset: i64) -> Result<(&RawMapping, usize), Errno> {
+        let entry = self.table.get(handle)?;
+        let offset = u64::try_from(offset).map_err(|_| Errno::INVAL)?;
+        if offset % 4 != 0 {
+            return Err(Errno::INVAL);
+        }
+        let size = entry.seg.len().map_err(|e| e.errno())?;
+        if offset.checked_add(4).is_none_or(|end| end > size) {
+            return Err(Errno::NXIO);
+        }
+        let page = sys::page_size() as u64;
+        let page_start = offset - offset % page;
+        let within = usize::try_from(offset - page_start).map_err(|_| Errno::INVAL)?;
+        let map_len = usize::try_from(page.min(size - page_start)).map_err(|_| Errno::INVAL)?;
+        let mapping = match self.futex_pages.entry((handle, page_start)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let fd = std::os::fd::AsFd::as_fd(&entry.seg);
+                e.insert(sys::mmap(fd, page_start, map_len, false)?)
+            }
+        };
+        Ok((&*mapping, within))
+    }
+
+    /// `wait32`: blocks while the shared word at `offset` holds `expected`,
+    /// until `notify`, the timeout (negative: none), the policy's
+    /// `max_wait`, or the interrupt handle.
+    pub(crate) fn wait32(
+        &mut self,
+        handle: i32,
+        offset: i64,
+        expected: i32,
+        timeout_ns: i64,
+    ) -> Result<(), Errno> {
+        let limit = self.policy.max_wait;
+        let interrupt = Arc::clone(&self.interrupt);
+        let (mapping, within) = self.futex_word(handle, offset)?;
+        let word = mapping.atomic_u32(within)?;
+        let wanted =
+            u64::try_from(timeout_ns).map_or(limit, |ns| Duration::from_nanos(ns).min(limit));
+        let deadline = Instant::now() + wanted;
+        loop {
+            if interrupt.load(Ordering::SeqCst) {
+                return Err(Errno::INTR);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Errno::TIMEDOUT);
+            }
+            if sys::futex_wait(word, expected as u32, left.min(WAIT_SLICE))? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// `notify`: wakes up to `count` waiters (as unsigned; `-1` wakes all)
+    /// on the shared word at `offset`, in any process.
+    pub(crate) fn notify(&mut self, handle: i32, offset: i64, count: i32) -> Result<usize, Errno> {
+        let (mapping, within) = self.futex_word(handle, offset)?;
+        let word = mapping.atomic_u32(within)?;
+        sys::futex_wake(word, (count as u32).min(i32::MAX as u32))
     }
 
     /// `size`.

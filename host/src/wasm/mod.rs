@@ -12,7 +12,14 @@
 //! set_size(handle: i32, size: i64) -> i64
 //! read(handle: i32, offset: i64, buf_ptr: i32, buf_len: i32) -> i64  ; bytes read
 //! write(handle: i32, offset: i64, buf_ptr: i32, buf_len: i32) -> i64 ; bytes written
+//! map(handle: i32, offset: i64, len: i32, prot: i32) -> i64           ; guest address of the window
+//! unmap(addr: i32, len: i32) -> i64
+//! wait32(handle: i32, offset: i64, expected: i32, timeout_ns: i64) -> i64 ; 0 woken
+//! notify(handle: i32, offset: i64, count: i32) -> i64                 ; number woken
 //! ```
+//!
+//! Windows (`map`) need an engine set up with [`configure`]; see
+//! `docs/ABI.md` for their safety model.
 //!
 //! Everything a guest passes is untrusted: pointers and lengths are
 //! unsigned 32-bit and checked against its memory (`EFAULT`), handles come
@@ -49,42 +56,46 @@
 mod ctx;
 mod policy;
 
-use shmgate_core::Errno;
-use wasmtime::{Caller, Extern, Linker};
+use std::sync::Arc;
 
-pub use ctx::ShmCtx;
+use shmgate_core::Errno;
+use wasmtime::{Caller, Config, Extern, Linker, Memory};
+
+pub use crate::sys::window::ShmMemoryCreator;
+pub use ctx::{ShmCtx, WaitInterrupt};
 pub use policy::{HANDLES_LIMIT, ShmPolicy, ShmPolicyBuilder};
+
+use crate::sys::window::{guest_bytes_and_data, is_window_memory};
 
 /// The import module name of the ABI.
 pub const MODULE: &str = "shmgate_v1";
 
-/// The guest's memory and the store's data, borrowed together.
-fn memory_and_data<'a, T: 'static>(
-    caller: &'a mut Caller<'_, T>,
-) -> wasmtime::Result<(&'a mut [u8], &'a mut T)> {
+/// Sets up `config` for windows (`map`): installs a [`ShmMemoryCreator`]
+/// (and with it the signal handler that keeps shrunk and read-only windows
+/// survivable; call this before creating any `Engine`), turns off
+/// copy-on-write memory images (a custom creator needs that, wasmtime
+/// issue 10740) and moving memories, and enables the threads proposal so
+/// guests can use atomic instructions on their (non-shared) memory.
+///
+/// Without it every call except `map`/`unmap` works, and `map` is
+/// `ENOTSUP`. The pooling allocator never uses a custom creator, so
+/// engines configured for pooling get `ENOTSUP` too.
+pub fn configure(config: &mut Config) -> &mut Config {
+    config
+        .with_host_memory(Arc::new(ShmMemoryCreator::new()))
+        .memory_init_cow(false)
+        .memory_may_move(false)
+        .wasm_threads(true)
+}
+
+/// The caller's exported memory.
+fn memory<T: 'static>(caller: &mut Caller<'_, T>) -> wasmtime::Result<Memory> {
     match caller.get_export("memory") {
-        Some(Extern::Memory(mem)) => Ok(mem.data_and_store_mut(caller)),
+        Some(Extern::Memory(mem)) => Ok(mem),
         _ => Err(wasmtime::Error::msg(
             "shmgate_v1: the guest must export a non-shared memory named \"memory\"",
         )),
     }
-}
-
-/// The guest bytes `ptr..ptr + len`, both read as unsigned 32-bit, or
-/// `EFAULT` if any of it is outside the memory.
-fn guest_bytes(mem: &[u8], ptr: i32, len: i32) -> Result<&[u8], Errno> {
-    let (start, len) = (ptr as u32 as usize, len as u32 as usize);
-    mem.get(start..)
-        .and_then(|rest| rest.get(..len))
-        .ok_or(Errno::FAULT)
-}
-
-/// As [`guest_bytes`], writable.
-fn guest_bytes_mut(mem: &mut [u8], ptr: i32, len: i32) -> Result<&mut [u8], Errno> {
-    let (start, len) = (ptr as u32 as usize, len as u32 as usize);
-    mem.get_mut(start..)
-        .and_then(|rest| rest.get_mut(..len))
-        .ok_or(Errno::FAULT)
 }
 
 /// Encodes a result for the guest: the value, or `-errno`.
@@ -93,6 +104,39 @@ fn wire<V: TryInto<i64>>(result: Result<V, Errno>) -> i64 {
         Ok(v) => v.try_into().unwrap_or(Errno::OVERFLOW.to_wire()),
         Err(e) => e.to_wire(),
     }
+}
+
+/// The `map` host function: checks, grows the memory by the window's
+/// length, and maps the segment over the fresh pages.
+fn map<T: 'static>(
+    caller: &mut Caller<'_, T>,
+    ctx: impl Fn(&mut T) -> &mut ShmCtx,
+    (handle, offset, len, prot): (i32, i64, i32, i32),
+) -> wasmtime::Result<Result<u32, Errno>> {
+    let mem = memory(caller)?;
+    let plan = match ctx(caller.data_mut()).plan_map(handle, offset, len, prot) {
+        Ok(plan) => plan,
+        Err(e) => return Ok(Err(e)),
+    };
+    let base = mem.data_ptr(&*caller);
+    if !is_window_memory(base) {
+        return Ok(Err(Errno::NOTSUP));
+    }
+    // Grow, and map over the new pages: mapping over pages the guest
+    // already uses would silently destroy them.
+    let pages = u64::from(plan.len) / ctx::WINDOW_ALIGN;
+    let Ok(old_pages) = mem.grow(&mut *caller, pages) else {
+        return Ok(Err(Errno::NOMEM));
+    };
+    let Some(addr) = old_pages
+        .checked_mul(ctx::WINDOW_ALIGN)
+        .and_then(|a| u32::try_from(a).ok())
+    else {
+        return Ok(Err(Errno::NOMEM));
+    };
+    Ok(ctx(caller.data_mut())
+        .map_at(handle, plan, base, addr)
+        .map(|()| addr))
 }
 
 /// Adds the `shmgate_v1` functions to `linker`; `get` finds the store's
@@ -109,22 +153,20 @@ pub fn add_to_linker<T: 'static>(
         MODULE,
         "open",
         move |mut caller: Caller<'_, T>, name_ptr: i32, name_len: i32, oflags: i32, mode: i32| {
-            let (mem, data) = memory_and_data(&mut caller)?;
-            let name = guest_bytes(mem, name_ptr, name_len);
-            Ok(wire(name.and_then(|name| {
-                get(data).open(name, oflags as u32, mode as u32)
-            })))
+            let mem = memory(&mut caller)?;
+            let r = guest_bytes_and_data(&mut caller, &mem, name_ptr as u32, name_len as u32)
+                .and_then(|(name, data)| get(data).open(name, oflags as u32, mode as u32));
+            Ok(wire(r))
         },
     )?;
     linker.func_wrap(
         MODULE,
         "unlink",
         move |mut caller: Caller<'_, T>, name_ptr: i32, name_len: i32| {
-            let (mem, data) = memory_and_data(&mut caller)?;
-            let name = guest_bytes(mem, name_ptr, name_len);
-            Ok(wire(
-                name.and_then(|name| get(data).unlink(name)).map(|()| 0),
-            ))
+            let mem = memory(&mut caller)?;
+            let r = guest_bytes_and_data(&mut caller, &mem, name_ptr as u32, name_len as u32)
+                .and_then(|(name, data)| get(data).unlink(name));
+            Ok(wire(r.map(|()| 0)))
         },
     )?;
     linker.func_wrap(
@@ -150,22 +192,59 @@ pub fn add_to_linker<T: 'static>(
         MODULE,
         "read",
         move |mut caller: Caller<'_, T>, handle: i32, offset: i64, ptr: i32, len: i32| {
-            let (mem, data) = memory_and_data(&mut caller)?;
-            let buf = guest_bytes_mut(mem, ptr, len);
-            Ok(wire(
-                buf.and_then(|buf| get(data).read(handle, offset, buf)),
-            ))
+            let mem = memory(&mut caller)?;
+            let r = guest_bytes_and_data(&mut caller, &mem, ptr as u32, len as u32)
+                .and_then(|(buf, data)| get(data).read(handle, offset, buf));
+            Ok(wire(r))
         },
     )?;
     linker.func_wrap(
         MODULE,
         "write",
         move |mut caller: Caller<'_, T>, handle: i32, offset: i64, ptr: i32, len: i32| {
-            let (mem, data) = memory_and_data(&mut caller)?;
-            let buf = guest_bytes(mem, ptr, len);
+            let mem = memory(&mut caller)?;
+            let r = guest_bytes_and_data(&mut caller, &mem, ptr as u32, len as u32)
+                .and_then(|(buf, data)| get(data).write(handle, offset, buf));
+            Ok(wire(r))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "map",
+        move |mut caller: Caller<'_, T>, handle: i32, offset: i64, len: i32, prot: i32| {
+            Ok(wire(map(&mut caller, get, (handle, offset, len, prot))?))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "unmap",
+        move |mut caller: Caller<'_, T>, addr: i32, len: i32| {
+            let base = memory(&mut caller)?.data_ptr(&caller);
             Ok(wire(
-                buf.and_then(|buf| get(data).write(handle, offset, buf)),
+                get(caller.data_mut()).unmap(base, addr, len).map(|()| 0),
             ))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "wait32",
+        move |mut caller: Caller<'_, T>,
+              handle: i32,
+              offset: i64,
+              expected: i32,
+              timeout_ns: i64| {
+            wire(
+                get(caller.data_mut())
+                    .wait32(handle, offset, expected, timeout_ns)
+                    .map(|()| 0),
+            )
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "notify",
+        move |mut caller: Caller<'_, T>, handle: i32, offset: i64, count: i32| {
+            wire(get(caller.data_mut()).notify(handle, offset, count))
         },
     )?;
     Ok(())
@@ -174,19 +253,6 @@ pub fn add_to_linker<T: 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn guest_bytes_bounds() {
-        let mem = [0u8; 16];
-        assert_eq!(guest_bytes(&mem, 0, 16).map(<[u8]>::len), Ok(16));
-        assert_eq!(guest_bytes(&mem, 16, 0).map(<[u8]>::len), Ok(0));
-        assert_eq!(guest_bytes(&mem, 17, 0), Err(Errno::FAULT));
-        assert_eq!(guest_bytes(&mem, 8, 9), Err(Errno::FAULT));
-        assert_eq!(guest_bytes(&mem, -1, 1), Err(Errno::FAULT));
-        assert_eq!(guest_bytes(&mem, 0, -1), Err(Errno::FAULT));
-        assert_eq!(guest_bytes(&mem, 1, i32::MIN), Err(Errno::FAULT));
-        assert_eq!(guest_bytes(&mem, i32::MAX, i32::MAX), Err(Errno::FAULT));
-    }
 
     #[test]
     fn wire_encoding() {

@@ -17,7 +17,9 @@ use shmgate_core::{Errno, Mode, NAME_MAX, ShmName};
 ///
 /// Quotas: [`max_handles`](ShmPolicyBuilder::max_handles) (`EMFILE`),
 /// [`max_segment_size`](ShmPolicyBuilder::max_segment_size) (`EFBIG`),
-/// [`max_created`](ShmPolicyBuilder::max_created) (`EDQUOT`).
+/// [`max_created`](ShmPolicyBuilder::max_created) (`EDQUOT`),
+/// [`max_mapped`](ShmPolicyBuilder::max_mapped) (`ENOMEM`). Windows
+/// (`map`) are read-only under a read-only grant or handle.
 #[derive(Clone, Debug)]
 pub struct ShmPolicy {
     pub(crate) namespace: Option<Vec<u8>>,
@@ -29,6 +31,8 @@ pub struct ShmPolicy {
     pub(crate) max_handles: usize,
     pub(crate) max_segment_size: u64,
     pub(crate) max_created: usize,
+    pub(crate) max_mapped: u64,
+    pub(crate) max_wait: std::time::Duration,
     pub(crate) auto_unlink: bool,
 }
 
@@ -56,6 +60,8 @@ impl ShmPolicy {
             max_handles: 64,
             max_segment_size: 64 << 20,
             max_created: 16,
+            max_mapped: 0,
+            max_wait: std::time::Duration::from_secs(30),
             auto_unlink: false,
         }
     }
@@ -169,6 +175,23 @@ impl ShmPolicyBuilder {
     /// The most segments this store may create (default 16).
     pub fn max_created(mut self, n: usize) -> Self {
         self.policy.max_created = n;
+        self
+    }
+
+    /// The most bytes of windows mapped into this store's memories at once
+    /// (default 0: no windows). `map` beyond it is `ENOMEM`.
+    pub fn max_mapped(mut self, bytes: u64) -> Self {
+        self.policy.max_mapped = bytes;
+        self
+    }
+
+    /// The longest one `wait32` may block (default 30 s), whatever timeout
+    /// the guest asks for; it then returns `ETIMEDOUT`. Host calls are not
+    /// reached by wasmtime's epoch interruption, so this (and
+    /// [`ShmCtx::interrupt_handle`](super::ShmCtx::interrupt_handle)) is what
+    /// keeps a waiting guest from holding its thread forever.
+    pub fn max_wait(mut self, limit: std::time::Duration) -> Self {
+        self.policy.max_wait = limit;
         self
     }
 

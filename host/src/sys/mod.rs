@@ -297,3 +297,34 @@ impl Drop for RawMapping {
 pub(crate) fn page_size() -> usize {
     rustix::param::page_size()
 }
+
+/// `futex(FUTEX_WAIT)` on a shared (not process-private) word, so waiters
+/// in other processes that map the same segment are woken too. `Ok(true)`
+/// when woken (or spuriously), `Ok(false)` on timeout; `EAGAIN` if the word
+/// did not hold `expected`.
+pub(crate) fn futex_wait(
+    word: &AtomicU32,
+    expected: u32,
+    timeout: std::time::Duration,
+) -> Result<bool, Errno> {
+    use rustix::thread::futex;
+    let ts = rustix::time::Timespec {
+        tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(timeout.subsec_nanos()),
+    };
+    match futex::wait(word, futex::Flags::empty(), expected, Some(&ts)) {
+        Ok(()) | Err(RErrno::INTR) => Ok(true),
+        Err(RErrno::TIMEDOUT) => Ok(false),
+        Err(e) => Err(errno(e)),
+    }
+}
+
+/// `futex(FUTEX_WAKE)` on a shared word: wakes up to `count` waiters in any
+/// process; returns how many.
+pub(crate) fn futex_wake(word: &AtomicU32, count: u32) -> Result<usize, Errno> {
+    use rustix::thread::futex;
+    futex::wake(word, futex::Flags::empty(), count).map_err(errno)
+}
+
+#[cfg(feature = "wasmtime")]
+pub(crate) mod window;

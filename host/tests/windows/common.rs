@@ -1,0 +1,175 @@
+//! A configured engine, a guest that re-exports every import, unique
+//! namespaces that clean up after themselves.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use shmgate_host::wasm::{ShmCtx, ShmMemoryCreator, ShmPolicy, add_to_linker, configure};
+use wasmtime::{
+    Config, Engine, Instance, Linker, Memory, Module, Store, TypedFunc, WasmParams, WasmResults,
+};
+
+/// The test guest: every `shmgate_v1` import re-exported as is, plus raw
+/// loads, stores and an atomic add on its memory, and a spin loop that
+/// keeps touching one address.
+pub(crate) const GUEST: &str = r#"(module
+  (import "shmgate_v1" "open" (func $open (param i32 i32 i32 i32) (result i64)))
+  (import "shmgate_v1" "close" (func $close (param i32) (result i64)))
+  (import "shmgate_v1" "read" (func $read (param i32 i64 i32 i32) (result i64)))
+  (import "shmgate_v1" "write" (func $write (param i32 i64 i32 i32) (result i64)))
+  (import "shmgate_v1" "map" (func $map (param i32 i64 i32 i32) (result i64)))
+  (import "shmgate_v1" "unmap" (func $unmap (param i32 i32) (result i64)))
+  (import "shmgate_v1" "wait32" (func $wait32 (param i32 i64 i32 i64) (result i64)))
+  (import "shmgate_v1" "notify" (func $notify (param i32 i64 i32) (result i64)))
+  (memory (export "memory") 1 1000)
+  (func (export "open") (param i32 i32 i32 i32) (result i64)
+    (call $open (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  (func (export "close") (param i32) (result i64) (call $close (local.get 0)))
+  (func (export "read") (param i32 i64 i32 i32) (result i64)
+    (call $read (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  (func (export "write") (param i32 i64 i32 i32) (result i64)
+    (call $write (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  (func (export "map") (param i32 i64 i32 i32) (result i64)
+    (call $map (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  (func (export "unmap") (param i32 i32) (result i64) (call $unmap (local.get 0) (local.get 1)))
+  (func (export "wait32") (param i32 i64 i32 i64) (result i64)
+    (call $wait32 (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  (func (export "notify") (param i32 i64 i32) (result i64)
+    (call $notify (local.get 0) (local.get 1) (local.get 2)))
+  (func (export "load") (param i32) (result i32) (i32.load (local.get 0)))
+  (func (export "store") (param i32 i32) (i32.store (local.get 0) (local.get 1)))
+  (func (export "atomic_add") (param i32 i32) (result i32)
+    (i32.atomic.rmw.add (local.get 0) (local.get 1)))
+  (func (export "spin") (param $addr i32) (param $n i32) (result i32)
+    (block $done
+      (loop $again
+        (br_if $done (i32.eqz (local.get $n)))
+        (i32.store (local.get $addr) (i32.add (i32.load (local.get $addr)) (i32.const 1)))
+        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+        (br $again)))
+    (i32.load (local.get $addr))))"#;
+
+/// The engine with windows configured. The memory creator (and with it
+/// our signal handler) exists before the engine, so wasmtime's handler
+/// sees faults first, as in production.
+pub(crate) fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let mut config = Config::new();
+        configure(&mut config);
+        Engine::new(&config).expect("configured engine")
+    })
+}
+
+/// Installs the windows signal handler before any engine of this test
+/// binary exists (the pooling test makes its own engine).
+pub(crate) fn init() {
+    let _ = ShmMemoryCreator::new();
+    let _ = engine();
+}
+
+/// The store data of these tests.
+pub(crate) struct Host {
+    pub(crate) shm: ShmCtx,
+}
+
+/// A namespace unique to the test; removes its `/dev/shm` entries on drop.
+pub(crate) struct Ns(pub(crate) String);
+
+impl Ns {
+    pub(crate) fn new() -> Ns {
+        static N: AtomicU32 = AtomicU32::new(0);
+        Ns(format!(
+            "shmgate-win-{}-{}.",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+    pub(crate) fn name(&self, guest: &str) -> String {
+        format!("{}{guest}", self.0)
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        if let Ok(dir) = std::fs::read_dir("/dev/shm") {
+            for e in dir.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&self.0) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+/// A store running [`GUEST`] under a policy.
+pub(crate) struct Guest {
+    pub(crate) store: Store<Host>,
+    pub(crate) instance: Instance,
+    pub(crate) memory: Memory,
+}
+
+impl Guest {
+    pub(crate) fn new(policy: ShmPolicy) -> Guest {
+        Guest::with_engine(engine(), GUEST, policy)
+    }
+
+    pub(crate) fn with_engine(engine: &Engine, wat: &str, policy: ShmPolicy) -> Guest {
+        let module = Module::new(engine, wat).expect("test guest");
+        let mut linker = Linker::<Host>::new(engine);
+        add_to_linker(&mut linker, |h: &mut Host| &mut h.shm).unwrap();
+        let mut store = Store::new(
+            engine,
+            Host {
+                shm: ShmCtx::new(policy),
+            },
+        );
+        let instance = linker
+            .instantiate(&mut store, &module)
+            .expect("instantiate");
+        let memory = instance.get_memory(&mut store, "memory").unwrap();
+        Guest {
+            store,
+            instance,
+            memory,
+        }
+    }
+
+    pub(crate) fn func<P: WasmParams, R: WasmResults>(&mut self, name: &str) -> TypedFunc<P, R> {
+        self.instance.get_typed_func(&mut self.store, name).unwrap()
+    }
+
+    pub(crate) fn call<P: WasmParams, R: WasmResults>(&mut self, name: &str, args: P) -> R {
+        let f = self.func::<P, R>(name);
+        f.call(&mut self.store, args)
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"))
+    }
+
+    /// Opens `name` (written at guest address 0) with `flags`.
+    pub(crate) fn open(&mut self, name: &str, flags: i32) -> i64 {
+        self.memory
+            .write(&mut self.store, 0, name.as_bytes())
+            .unwrap();
+        self.call("open", (0, name.len() as i32, flags, 0o600))
+    }
+
+    pub(crate) fn map(&mut self, handle: i64, offset: i64, len: i32, prot: i32) -> i64 {
+        self.call("map", (handle as i32, offset, len, prot))
+    }
+}
+
+/// A policy for namespace `ns` that allows windows.
+pub(crate) fn policy(ns: &Ns) -> shmgate_host::wasm::ShmPolicyBuilder {
+    ShmPolicy::builder().namespace(&ns.0).max_mapped(64 << 20)
+}
+
+/// 64 KiB, the window granularity.
+pub(crate) const PAGE: i32 = 64 << 10;
+
+/// Whether `/proc/self/maps` shows a mapping of `/dev/shm/<name>`.
+pub(crate) fn mapped_in_proc(name: &str) -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let needle = format!("/dev/shm/{name}");
+    maps.lines()
+        .any(|l| l.ends_with(&needle) || l.contains(&format!("{needle} (deleted)")))
+}

@@ -1,0 +1,139 @@
+//! Windows that work: shared both ways, read-only, unmapped back to
+//! private zeroed memory, gone with their store; refused under pooling;
+//! never lent to host copies.
+
+use std::sync::atomic::Ordering;
+
+use shmgate_core::Errno;
+use shmgate_host::OpenOptions;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy};
+
+use crate::common::{GUEST, Guest, Ns, PAGE, init, mapped_in_proc, policy};
+
+#[test]
+fn window_shares_memory_both_ways() {
+    init();
+    let ns = Ns::new();
+    let seg = OpenOptions::new()
+        .size(2 * PAGE as u64)
+        .open_owned(ns.name("seg"))
+        .unwrap();
+    seg.write_all_at(&0xdead_beef_u32.to_le_bytes(), 8).unwrap();
+    let mut g = Guest::new(policy(&ns).build().unwrap());
+    let h = g.open("seg", 1);
+    let addr = g.map(h, 0, 2 * PAGE, 3);
+    // The window starts on fresh pages past what the guest had (1 page).
+    assert_eq!(addr, i64::from(PAGE));
+    assert_eq!(g.memory.size(&g.store), 3);
+    let a = addr as i32;
+    assert_eq!(g.call::<i32, i32>("load", a + 8) as u32, 0xdead_beef);
+    g.call::<(i32, i32), ()>("store", (a + PAGE + 4, 0x1234_5678));
+    let mut word = [0; 4];
+    seg.read_exact_at(&mut word, PAGE as u64 + 4).unwrap();
+    assert_eq!(u32::from_le_bytes(word), 0x1234_5678);
+
+    // Atomic instructions on the window are the same words a native
+    // mapping sees.
+    let map = seg.map().unwrap();
+    let counter = map.atomic_u32(64).unwrap();
+    counter.store(41, Ordering::SeqCst);
+    assert_eq!(g.call::<(i32, i32), i32>("atomic_add", (a + 64, 1)), 41);
+    assert_eq!(counter.load(Ordering::SeqCst), 42);
+}
+
+/// Safety requirement 4: unmap gives back private zeroed pages; a store's
+/// drop leaves no mapping of the segment in the process.
+#[test]
+fn unmap_and_drop_release_windows() {
+    init();
+    let ns = Ns::new();
+    let name = ns.name("seg");
+    let seg = OpenOptions::new()
+        .size(PAGE as u64)
+        .open_owned(&name)
+        .unwrap();
+    seg.write_all_at(b"segment data", 0).unwrap();
+    let mut g = Guest::new(policy(&ns).build().unwrap());
+    let h = g.open("seg", 1);
+    let a = g.map(h, 0, PAGE, 3) as i32;
+    assert!(mapped_in_proc(&name));
+    assert_eq!(g.call::<(i32, i32), i64>("unmap", (a, PAGE)), 0);
+    assert!(!mapped_in_proc(&name));
+    // Private, zeroed, writable, and no longer the segment.
+    assert_eq!(g.call::<i32, i32>("load", a), 0);
+    g.call::<(i32, i32), ()>("store", (a, 7));
+    let mut buf = [0; 12];
+    seg.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"segment data");
+
+    // Windows left mapped go with their store.
+    let _ = g.map(h, 0, PAGE, 1);
+    assert!(mapped_in_proc(&name));
+    assert_eq!(g.store.data().shm.mapped_bytes(), PAGE as u64);
+    drop(g);
+    assert!(!mapped_in_proc(&name));
+}
+
+/// Safety requirement 3: the pooling allocator never uses our memories, so
+/// `map` is ENOTSUP and nothing reaches the next tenant of a slot.
+#[test]
+fn pooling_engine_refuses_windows() {
+    init();
+    let ns = Ns::new();
+    let seg = OpenOptions::new()
+        .size(PAGE as u64)
+        .open_owned(ns.name("seg"))
+        .unwrap();
+    seg.write_all_at(&[0xab; 64], 0).unwrap();
+    let mut config = Config::new();
+    config.allocation_strategy(InstanceAllocationStrategy::pooling());
+    let pooling = Engine::new(&config).unwrap();
+    for tenant in 0..2 {
+        let mut g = Guest::with_engine(&pooling, GUEST, policy(&ns).build().unwrap());
+        let h = g.open("seg", 1);
+        assert_eq!(
+            g.map(h, 0, PAGE, 3),
+            Errno::NOTSUP.to_wire(),
+            "tenant {tenant}"
+        );
+        // The memory is the guest's own: one page, zeros past the name.
+        assert_eq!(g.memory.size(&g.store), 1);
+        assert_eq!(g.call::<i32, i32>("load", 1024), 0, "tenant {tenant}");
+        g.call::<(i32, i32), ()>("store", (1024, -1));
+    }
+}
+
+/// Safety requirement 6: host copies never target window bytes; `read`
+/// and `write` with a buffer in a window are EFAULT, and the segment is
+/// unchanged.
+#[test]
+fn host_copies_refuse_window_buffers() {
+    init();
+    let ns = Ns::new();
+    let seg = OpenOptions::new()
+        .size(2 * PAGE as u64)
+        .open_owned(ns.name("seg"))
+        .unwrap();
+    seg.write_all_at(&[1; 16], 0).unwrap();
+    let mut g = Guest::new(policy(&ns).build().unwrap());
+    let h = g.open("seg", 1) as i32;
+    let a = g.map(h.into(), 0, PAGE, 3) as i32;
+    let io = |g: &mut Guest, f: &str, ptr: i32, len: i32| {
+        g.call::<(i32, i64, i32, i32), i64>(f, (h, PAGE as i64, ptr, len))
+    };
+    for f in ["read", "write"] {
+        assert_eq!(io(&mut g, f, a, 16), Errno::FAULT.to_wire(), "{f}");
+        // Straddling the window's start or end.
+        assert_eq!(io(&mut g, f, a - 8, 16), Errno::FAULT.to_wire(), "{f}");
+        assert_eq!(
+            io(&mut g, f, a + PAGE - 8, 16),
+            Errno::FAULT.to_wire(),
+            "{f}"
+        );
+        // Right next to it is fine.
+        assert_eq!(io(&mut g, f, a - 16, 16), 16, "{f}");
+    }
+    let mut buf = [0; 16];
+    seg.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, [1; 16]);
+}

@@ -1,0 +1,113 @@
+//! `wait32` and `notify`: futexes on the segment's shared pages.
+
+use std::time::{Duration, Instant};
+
+use shmgate_core::Errno;
+use shmgate_host::OpenOptions;
+use std::sync::atomic::Ordering;
+
+use crate::common::{Guest, Ns, PAGE, init, policy};
+
+fn wait(g: &mut Guest, h: i64, offset: i64, expected: i32, timeout_ns: i64) -> i64 {
+    g.call("wait32", (h as i32, offset, expected, timeout_ns))
+}
+
+#[test]
+fn wait_checks_value_timeout_and_arguments() {
+    init();
+    let ns = Ns::new();
+    let seg = OpenOptions::new()
+        .size(PAGE as u64)
+        .open_owned(ns.name("w"))
+        .unwrap();
+    seg.write_all_at(&5u32.to_le_bytes(), 8).unwrap();
+    let mut g = Guest::new(policy(&ns).build().unwrap());
+    let h = g.open("w", 0);
+    assert_eq!(wait(&mut g, h, 8, 4, 1_000_000_000), Errno::AGAIN.to_wire());
+    let t = Instant::now();
+    assert_eq!(wait(&mut g, h, 8, 5, 30_000_000), Errno::TIMEDOUT.to_wire());
+    assert!(t.elapsed() >= Duration::from_millis(30));
+    assert_eq!(wait(&mut g, h, 6, 5, 0), Errno::INVAL.to_wire()); // unaligned
+    assert_eq!(wait(&mut g, h, -4, 5, 0), Errno::INVAL.to_wire());
+    assert_eq!(wait(&mut g, h, PAGE as i64, 5, 0), Errno::NXIO.to_wire()); // past the end
+    assert_eq!(wait(&mut g, 999, 8, 5, 0), Errno::BADF.to_wire());
+    assert_eq!(
+        g.call::<(i32, i64, i32), i64>("notify", (h as i32, 8, 1)),
+        0
+    );
+}
+
+/// A waiter in one store is woken by `notify` from another store, through
+/// the shared page (as it would be from another process).
+#[test]
+fn notify_wakes_a_waiter_in_another_store() {
+    init();
+    let ns = Ns::new();
+    let seg = OpenOptions::new()
+        .size(PAGE as u64)
+        .open_owned(ns.name("w"))
+        .unwrap();
+    let map = seg.map().unwrap();
+    let grant = policy(&ns).build().unwrap();
+    let waiter = std::thread::spawn(move || {
+        let mut g = Guest::new(grant);
+        let h = g.open("w", 0);
+        assert!(h >= 0, "open: {h}");
+        wait(&mut g, h, 64, 0, 10_000_000_000)
+    });
+    let mut g = Guest::new(policy(&ns).build().unwrap());
+    let h = g.open("w", 1);
+    assert!(h >= 0, "open: {h}");
+    // Publish, then notify until the waiter has been woken.
+    map.atomic_u32(64).unwrap().store(1, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut woken = 0;
+    while !waiter.is_finished() && Instant::now() < deadline {
+        woken += g.call::<(i32, i64, i32), i64>("notify", (h as i32, 64, -1));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let r = waiter.join().unwrap();
+    // Woken by notify (0), or the value had already changed (EAGAIN).
+    assert!(r == 0 || r == Errno::AGAIN.to_wire(), "{r}");
+    assert!(woken <= 1);
+}
+
+/// The embedder's interrupt handle ends a wait with EINTR; `max_wait`
+/// caps a guest asking to wait forever.
+#[test]
+fn waits_are_bounded_by_the_embedder() {
+    init();
+    let ns = Ns::new();
+    let _seg = OpenOptions::new()
+        .size(PAGE as u64)
+        .open_owned(ns.name("w"))
+        .unwrap();
+    let mut g = Guest::new(
+        policy(&ns)
+            .max_wait(Duration::from_millis(100))
+            .build()
+            .unwrap(),
+    );
+    let h = g.open("w", 0);
+    let t = Instant::now();
+    assert_eq!(wait(&mut g, h, 0, 0, -1), Errno::TIMEDOUT.to_wire());
+    assert!(t.elapsed() < Duration::from_secs(5));
+
+    let interrupt = g.store.data().shm.interrupt_handle();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        interrupt.interrupt();
+    });
+    let mut g2 = Guest::new(
+        policy(&ns)
+            .max_wait(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+    );
+    let _ = g2.open("w", 0);
+    // g's handle interrupts only g's waits.
+    let t = Instant::now();
+    assert_eq!(wait(&mut g, h, 0, 0, -1), Errno::INTR.to_wire());
+    assert!(t.elapsed() < Duration::from_secs(5));
+    stopper.join().unwrap();
+}

@@ -30,6 +30,8 @@ extern "C" {
 /* Errors, as positive numbers: a call returns -SHMGATE_E*. */
 #define SHMGATE_EPERM 1
 #define SHMGATE_ENOENT 2
+#define SHMGATE_EINTR 4
+#define SHMGATE_ENXIO 6
 #define SHMGATE_EIO 5
 #define SHMGATE_EBADF 9
 #define SHMGATE_EAGAIN 11
@@ -79,6 +81,28 @@ int64_t shmgate_read(int32_t handle, int64_t offset, void *buf, uint32_t buf_len
  * segment: short, or 0, at its end). */
 SHMGATE_IMPORT(write)
 int64_t shmgate_write(int32_t handle, int64_t offset, const void *buf, uint32_t buf_len);
+
+/* Window protections for shmgate_map. */
+#define SHMGATE_PROT_READ 1
+#define SHMGATE_PROT_READ_WRITE 3
+
+/* Maps len bytes of the segment at offset (both multiples of 64 KiB) into
+ * this guest's memory; returns the window's guest address. */
+SHMGATE_IMPORT(map)
+int64_t shmgate_map(int32_t handle, int64_t offset, uint32_t len, int32_t prot);
+
+/* Unmaps exactly one window; zeroed private memory takes its place. */
+SHMGATE_IMPORT(unmap)
+int64_t shmgate_unmap(void *addr, uint32_t len);
+
+/* Waits while the shared u32 at segment offset equals expected: 0 woken,
+ * -SHMGATE_EAGAIN if it differs, -SHMGATE_ETIMEDOUT (timeout_ns < 0: none). */
+SHMGATE_IMPORT(wait32)
+int64_t shmgate_wait32(int32_t handle, int64_t offset, int32_t expected, int64_t timeout_ns);
+
+/* Wakes up to count waiters (in any process); returns how many woke. */
+SHMGATE_IMPORT(notify)
+int64_t shmgate_notify(int32_t handle, int64_t offset, uint32_t count);
 
 #undef SHMGATE_IMPORT
 

@@ -34,8 +34,17 @@
 extern crate alloc;
 
 mod raw;
+pub mod ring;
 
+pub use raw::{Prot, Window};
 use shmgate_core::ShmName;
+
+/// Whether this guest was built with wasm atomics
+/// (`-C target-feature=+atomics,+bulk-memory`). Without them, atomic
+/// read-modify-write operations on a [`Window`] are not atomic across
+/// processes, and `SeqCst` orderings are not fenced; [`ring`] then relies on
+/// `wait32` timeouts to recover from a missed wake-up.
+pub const HAS_ATOMICS: bool = cfg!(target_feature = "atomics");
 pub use shmgate_core::{Errno, Mode, OFlags};
 
 /// Checks a guest name as the host will: a valid name that is relative
@@ -262,6 +271,44 @@ impl Segment {
             }
         }
         Ok(())
+    }
+
+    /// Maps `range` of the segment into this guest's memory (the host must
+    /// grant windows). Offsets and lengths are multiples of 64 KiB and the
+    /// range must lie inside the segment; the window stays valid after the
+    /// segment is closed, until it drops.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` (alignment, empty range), `ENXIO` (past the end), `EACCES`
+    /// (write on a read-only segment or grant), `ENOMEM` (quota or no room
+    /// to grow memory), `ENOTSUP` (the host's engine cannot map windows).
+    pub fn map(&self, range: core::ops::Range<u64>, prot: Prot) -> Result<Window, Errno> {
+        let len = range.end.checked_sub(range.start).ok_or(Errno::INVAL)?;
+        let len = usize::try_from(len).map_err(|_| Errno::NOMEM)?;
+        Window::map(self.handle, abi_offset(range.start)?, len, prot)
+    }
+
+    /// Waits while the shared `u32` at segment `offset` equals `expected`,
+    /// up to `timeout` (`None`: as long as the host allows).
+    ///
+    /// # Errors
+    ///
+    /// `EAGAIN` if the value already differs, `ETIMEDOUT`, `EINTR` if the
+    /// host interrupted the wait, `EINVAL` for an unaligned offset.
+    pub fn wait32(&self, offset: u64, expected: u32, timeout: Option<core::time::Duration>) -> Result<(), Errno> {
+        let ns = timeout.map_or(-1, |t| i64::try_from(t.as_nanos()).unwrap_or(i64::MAX));
+        raw::wait32(self.handle, abi_offset(offset)?, expected, ns)
+    }
+
+    /// Wakes up to `count` waiters (`u32::MAX`: all) on the shared `u32` at
+    /// segment `offset`, in any process; returns how many woke.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for an unaligned offset, `ENXIO` past the end.
+    pub fn notify(&self, offset: u64, count: u32) -> Result<u32, Errno> {
+        raw::notify(self.handle, abi_offset(offset)?, count)
     }
 
     /// Reads `len` bytes at `offset` into a new vector (shorter at the end

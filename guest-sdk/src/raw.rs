@@ -2,12 +2,15 @@
 //!
 //! On wasm32 these are the host's imports; on every other target they are
 //! stubs that return `ENOSYS`, so docs, clippy and unit tests run natively.
-//! Each wrapper takes Rust slices and returns the decoded result.
+//! Each wrapper takes Rust slices and returns the decoded result. This is
+//! the crate's one module with `unsafe` code, each block with its SAFETY
+//! argument; [`Window`] lives here because its accessors are raw memory
+//! accesses.
+#![allow(unsafe_code)]
 
 use shmgate_core::Errno;
 
 #[cfg(all(target_family = "wasm", target_pointer_width = "32"))]
-#[allow(unsafe_code)]
 mod imports {
     // The Rust names carry a `shmgate_` prefix so that they cannot collide
     // with libc's `open`, `read`, … when a wasip1 guest links wasi-libc;
@@ -28,11 +31,19 @@ mod imports {
         pub(super) fn shmgate_read(handle: i32, offset: i64, buf_ptr: i32, buf_len: i32) -> i64;
         #[link_name = "write"]
         pub(super) fn shmgate_write(handle: i32, offset: i64, buf_ptr: i32, buf_len: i32) -> i64;
+        #[link_name = "map"]
+        pub(super) fn shmgate_map(handle: i32, offset: i64, len: i32, prot: i32) -> i64;
+        #[link_name = "unmap"]
+        pub(super) fn shmgate_unmap(addr: i32, len: i32) -> i64;
+        #[link_name = "wait32"]
+        pub(super) fn shmgate_wait32(handle: i32, offset: i64, expected: i32, timeout_ns: i64) -> i64;
+        #[link_name = "notify"]
+        pub(super) fn shmgate_notify(handle: i32, offset: i64, count: i32) -> i64;
     }
 }
 
 #[cfg(not(all(target_family = "wasm", target_pointer_width = "32")))]
-#[allow(clippy::missing_safety_doc, unsafe_code)]
+#[allow(clippy::missing_safety_doc)]
 mod imports {
     //! Native stand-ins: every call fails with `ENOSYS`.
     const NOSYS: i64 = -38;
@@ -57,6 +68,18 @@ mod imports {
     pub(super) unsafe fn shmgate_write(_: i32, _: i64, _: i32, _: i32) -> i64 {
         NOSYS
     }
+    pub(super) unsafe fn shmgate_map(_: i32, _: i64, _: i32, _: i32) -> i64 {
+        NOSYS
+    }
+    pub(super) unsafe fn shmgate_unmap(_: i32, _: i32) -> i64 {
+        NOSYS
+    }
+    pub(super) unsafe fn shmgate_wait32(_: i32, _: i64, _: i32, _: i64) -> i64 {
+        NOSYS
+    }
+    pub(super) unsafe fn shmgate_notify(_: i32, _: i64, _: i32) -> i64 {
+        NOSYS
+    }
 }
 
 /// A guest address or length as the ABI's `i32`. On wasm32 a `usize` is 32
@@ -74,7 +97,6 @@ fn decode(ret: i64) -> Result<u32, Errno> {
 }
 
 /// `open`: the handle.
-#[allow(unsafe_code)]
 pub(crate) fn open(name: &[u8], oflags: u32, mode: u32) -> Result<u32, Errno> {
     let (ptr, len) = (abi_usize(name.as_ptr() as usize), abi_usize(name.len()));
     // SAFETY: `ptr..ptr + len` is `name`, live and readable for the call;
@@ -83,7 +105,6 @@ pub(crate) fn open(name: &[u8], oflags: u32, mode: u32) -> Result<u32, Errno> {
 }
 
 /// `unlink`.
-#[allow(unsafe_code)]
 pub(crate) fn unlink(name: &[u8]) -> Result<(), Errno> {
     let (ptr, len) = (abi_usize(name.as_ptr() as usize), abi_usize(name.len()));
     // SAFETY: as in `open`: a live slice the host only reads.
@@ -91,28 +112,24 @@ pub(crate) fn unlink(name: &[u8]) -> Result<(), Errno> {
 }
 
 /// `close`.
-#[allow(unsafe_code)]
 pub(crate) fn close(handle: u32) -> Result<(), Errno> {
     // SAFETY: integers only; a bad handle is an error, not UB.
     decode(unsafe { imports::shmgate_close(handle as i32) }).map(drop)
 }
 
 /// `size`.
-#[allow(unsafe_code)]
 pub(crate) fn size(handle: u32) -> Result<u64, Errno> {
     // SAFETY: integers only.
     Errno::from_wire(unsafe { imports::shmgate_size(handle as i32) })
 }
 
 /// `set_size`.
-#[allow(unsafe_code)]
 pub(crate) fn set_size(handle: u32, size: i64) -> Result<(), Errno> {
     // SAFETY: integers only.
     decode(unsafe { imports::shmgate_set_size(handle as i32, size) }).map(drop)
 }
 
 /// `read` into `buf`: the count.
-#[allow(unsafe_code)]
 pub(crate) fn read(handle: u32, offset: i64, buf: &mut [u8]) -> Result<usize, Errno> {
     let (ptr, len) = (abi_usize(buf.as_mut_ptr() as usize), abi_usize(buf.len()));
     // SAFETY: `ptr..ptr + len` is `buf`, which we borrow mutably for the
@@ -121,9 +138,172 @@ pub(crate) fn read(handle: u32, offset: i64, buf: &mut [u8]) -> Result<usize, Er
 }
 
 /// `write` from `buf`: the count.
-#[allow(unsafe_code)]
 pub(crate) fn write(handle: u32, offset: i64, buf: &[u8]) -> Result<usize, Errno> {
     let (ptr, len) = (abi_usize(buf.as_ptr() as usize), abi_usize(buf.len()));
     // SAFETY: a live slice the host only reads.
     decode(unsafe { imports::shmgate_write(handle as i32, offset, ptr, len) }).map(|n| n as usize)
+}
+
+/// `wait32`.
+pub(crate) fn wait32(handle: u32, offset: i64, expected: u32, timeout_ns: i64) -> Result<(), Errno> {
+    // SAFETY: integers only.
+    decode(unsafe { imports::shmgate_wait32(handle as i32, offset, expected as i32, timeout_ns) }).map(drop)
+}
+
+/// `notify`: how many waiters woke.
+pub(crate) fn notify(handle: u32, offset: i64, count: u32) -> Result<u32, Errno> {
+    // SAFETY: integers only.
+    decode(unsafe { imports::shmgate_notify(handle as i32, offset, count as i32) })
+}
+
+/// How a window may be accessed (`prot` on the wire: 1 read, 3 read and
+/// write).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prot {
+    /// Read only: a store into the window traps the guest.
+    Read,
+    /// Read and write.
+    ReadWrite,
+}
+
+/// A window: a range of a segment mapped into this guest's memory by the
+/// host (`Segment::map`). Another process may write it at any time, so it
+/// is never handed out as a slice: use copies, atomics, or the raw pointer
+/// in `unsafe` code of your own. Dropping it unmaps it (the host puts
+/// zeroed private pages in its place).
+///
+/// Atomic views compile to wasm atomic instructions only when the guest is
+/// built with `-C target-feature=+atomics,+bulk-memory`; without it, loads
+/// and stores are still whole-word on x86-64 hosts but read-modify-write
+/// operations are not atomic across processes. See `HAS_ATOMICS`.
+#[derive(Debug)]
+pub struct Window {
+    addr: usize,
+    len: usize,
+    writable: bool,
+}
+
+impl Window {
+    /// Maps `len` bytes of the handle's segment at `offset`.
+    pub(crate) fn map(handle: u32, offset: i64, len: usize, prot: Prot) -> Result<Window, Errno> {
+        let wire = match prot {
+            Prot::Read => 1,
+            Prot::ReadWrite => 3,
+        };
+        // SAFETY: integers only; the host grows our memory and maps over
+        // the fresh pages, so no memory Rust already uses is replaced.
+        let ret = unsafe { imports::shmgate_map(handle as i32, offset, abi_usize(len), wire) };
+        let addr = decode(ret)? as usize;
+        Ok(Window {
+            addr,
+            len,
+            writable: prot == Prot::ReadWrite,
+        })
+    }
+
+    /// The window's length in bytes.
+    #[allow(clippy::len_without_is_empty)] // a window is never empty
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether stores are allowed.
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// The window's first byte, for `unsafe` code that brings its own
+    /// synchronisation. Valid until the window drops.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.addr as *mut u8
+    }
+
+    fn check(&self, offset: usize, n: usize, align: usize) -> Result<usize, Errno> {
+        match offset.checked_add(n) {
+            Some(end) if end <= self.len && offset.is_multiple_of(align) => Ok(self.addr + offset),
+            _ => Err(Errno::INVAL),
+        }
+    }
+
+    /// The `u32` at `offset` as an atomic shared with every process that
+    /// maps the segment.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` out of bounds or unaligned; `EACCES` on a read-only window
+    /// (a store would trap; use [`Window::load_u32`]).
+    pub fn atomic_u32(&self, offset: usize) -> Result<&core::sync::atomic::AtomicU32, Errno> {
+        if !self.writable {
+            return Err(Errno::ACCES);
+        }
+        let addr = self.check(offset, 4, 4)?;
+        // SAFETY: in bounds and aligned (checked), inside our live window
+        // for as long as `&self`; sharing with other processes is what
+        // atomics are for.
+        Ok(unsafe { core::sync::atomic::AtomicU32::from_ptr(addr as *mut u32) })
+    }
+
+    /// The `u64` at `offset` as an atomic; as [`Window::atomic_u32`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Window::atomic_u32`], with 8-byte alignment.
+    pub fn atomic_u64(&self, offset: usize) -> Result<&core::sync::atomic::AtomicU64, Errno> {
+        if !self.writable {
+            return Err(Errno::ACCES);
+        }
+        let addr = self.check(offset, 8, 8)?;
+        // SAFETY: as in `atomic_u32`.
+        Ok(unsafe { core::sync::atomic::AtomicU64::from_ptr(addr as *mut u64) })
+    }
+
+    /// An atomic load of the `u32` at `offset`, also on read-only windows.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` out of bounds or unaligned.
+    pub fn load_u32(&self, offset: usize, order: core::sync::atomic::Ordering) -> Result<u32, Errno> {
+        let addr = self.check(offset, 4, 4)?;
+        // SAFETY: as in `atomic_u32`; only a load is done, which a
+        // read-only window allows.
+        Ok(unsafe { core::sync::atomic::AtomicU32::from_ptr(addr as *mut u32) }.load(order))
+    }
+
+    /// Copies `buf.len()` bytes at `offset` out of the window. A copy that
+    /// races a writer sees a mix of old and new bytes.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if the range is outside the window.
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<(), Errno> {
+        let src = self.check(offset, buf.len(), 1)?;
+        // SAFETY: `src..src+len` is inside our live window (checked); `buf`
+        // is a Rust buffer, which never lies inside a window.
+        unsafe { core::ptr::copy_nonoverlapping(src as *const u8, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    /// Copies `buf` into the window at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// `EACCES` on a read-only window, `EINVAL` out of bounds.
+    pub fn write_at(&self, offset: usize, buf: &[u8]) -> Result<(), Errno> {
+        if !self.writable {
+            return Err(Errno::ACCES);
+        }
+        let dst = self.check(offset, buf.len(), 1)?;
+        // SAFETY: in bounds of our live, writable window (checked); `buf`
+        // cannot overlap it.
+        unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), dst as *mut u8, buf.len()) };
+        Ok(())
+    }
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        // SAFETY: integers only. Every borrow of the window's bytes
+        // (atomics) borrows `self`, so none outlives this point.
+        let _ = unsafe { imports::shmgate_unmap(abi_usize(self.addr), abi_usize(self.len)) };
+    }
 }

@@ -1,0 +1,59 @@
+//! Ring producer guest: creates segment NAME holding a ring of MSG-byte
+//! messages (`shmgate_guest::ring`), maps it, and streams TOTAL bytes of
+//! numbered messages through it, copying through the window (`window`) or
+//! with host calls (`host`).
+//!
+//! Usage (grant: create and windows): `ring_producer NAME TOTAL MSG window|host`
+
+use shmgate_example_guests::parse_size;
+use shmgate_guest::ring::{self, Producer, Transport};
+use shmgate_guest::{Errno, Prot, Segment};
+
+/// Slots in the ring for a message size: 64 MiB of slots at most, 8 MiB
+/// at least, so both tiny and 1 MiB messages stream.
+fn segment_len(msg: usize) -> u64 {
+    let slot = (msg + 4).next_multiple_of(8);
+    let slots = ((8 << 20) / slot).clamp(16, 1 << 20).next_power_of_two();
+    let len = (ring::HEADER + slots * slot) as u64;
+    len.next_multiple_of(64 << 10)
+}
+
+fn run(name: &str, total: u64, msg: usize, transport: Transport) -> Result<u64, Errno> {
+    let len = segment_len(msg);
+    let seg = Segment::create(name, len)?;
+    let win = seg.map(0..len, Prot::ReadWrite)?;
+    let mut tx = Producer::create(&seg, &win, 0, (msg + 4).next_multiple_of(8))?.with_transport(transport);
+    let mut buf = vec![0x5au8; msg];
+    let count = total / msg as u64;
+    for i in 0..count {
+        buf[..8].copy_from_slice(&i.to_le_bytes());
+        tx.send(&buf)?;
+    }
+    tx.close()?;
+    Ok(count)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let parsed = (|| {
+        let total = parse_size(args.get(2)?)?;
+        let msg = usize::try_from(parse_size(args.get(3)?)?).ok().filter(|&m| m >= 8)?;
+        let transport = match args.get(4)?.as_str() {
+            "window" => Transport::Window,
+            "host" => Transport::HostCalls,
+            _ => return None,
+        };
+        Some((args.get(1)?.clone(), total, msg, transport))
+    })();
+    let Some((name, total, msg, transport)) = parsed else {
+        eprintln!("usage: ring_producer NAME TOTAL MSG(>=8) window|host");
+        std::process::exit(64);
+    };
+    match run(&name, total, msg, transport) {
+        Ok(n) => println!("ring_producer: sent {n} messages of {msg} bytes"),
+        Err(e) => {
+            eprintln!("ring_producer: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -4,19 +4,23 @@ use std::path::PathBuf;
 
 use clap::Args;
 use shmgate_core::Mode;
-use shmgate_host::wasm::{ShmCtx, ShmPolicy, add_to_linker};
-use wasmtime::{Engine, Linker, Module, Store};
+use shmgate_host::wasm::{ShmCtx, ShmPolicy, add_to_linker, configure};
+use wasmtime::{Config, Engine, Linker, Module, Store};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use crate::units::{parse_mode, parse_size};
 use crate::{Failure, exit};
 
-/// Run a wasm32-wasip1 guest with WASI (stdio, args, env) and the
-/// shmgate_v1 imports. Without --namespace the guest gets no segments.
+/// Run a wasm32-wasip1 guest with a grant to shared memory.
 ///
-/// Example: shmgate run --namespace demo. --allow-create --max-size 64MiB producer.wasm -- frames 16MiB
+/// The guest gets WASI (stdio, args, env) and the shmgate_v1 imports.
+/// Without --namespace it gets no segments. Its exit code is shmgate's; a
+/// trap exits with 134.
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Example: shmgate run --namespace demo. --allow-create --max-size 64MiB producer.wasm -- frames 16MiB"
+)]
 pub(crate) struct RunArgs {
     /// Grant the segments named PREFIX*: the guest's `foo` is /dev/shm/PREFIXfoo.
     #[arg(long, value_name = "PREFIX")]
@@ -45,6 +49,12 @@ pub(crate) struct RunArgs {
     /// Most permissive mode for segments the guest creates (octal).
     #[arg(long, value_name = "MODE", value_parser = parse_mode, default_value = "600")]
     create_mode: Mode,
+    /// Most bytes of windows (map) mapped into the guest at once, e.g. 1GiB (default: no windows).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "0")]
+    max_mapped: u64,
+    /// Longest single wait32 in seconds, whatever timeout the guest asks for.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    max_wait: u64,
     /// Unlink the segments the guest created when it exits.
     #[arg(long)]
     auto_unlink: bool,
@@ -69,6 +79,8 @@ impl RunArgs {
             .max_handles(self.max_handles)
             .max_created(self.max_created)
             .create_mode(self.create_mode)
+            .max_mapped(self.max_mapped)
+            .max_wait(std::time::Duration::from_secs(self.max_wait))
             .auto_unlink(self.auto_unlink);
         if let Some(ns) = &self.namespace {
             b = b.namespace(ns);
@@ -87,9 +99,29 @@ struct Host {
 /// Runs the guest; returns its exit code.
 pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
     let policy = args.policy()?;
+    tracing::info!(
+        guest = %args.guest.display(),
+        namespace = args.namespace.as_deref().unwrap_or("(none: no segments)"),
+        read_only = args.read_only,
+        allow_create = args.allow_create,
+        allow_unlink = args.allow_unlink,
+        allow_resize = args.allow_resize,
+        max_size = args.max_size,
+        max_handles = args.max_handles,
+        max_created = args.max_created,
+        max_mapped = args.max_mapped,
+        create_mode = format_args!("{:04o}", args.create_mode.bits()),
+        auto_unlink = args.auto_unlink,
+        "grant"
+    );
     let bytes = std::fs::read(&args.guest)
         .map_err(|e| Failure::new(exit::NOINPUT, format!("{}: {e}", args.guest.display())))?;
-    let engine = Engine::default();
+    // Windows need shmgate's memories (and its signal handler installed
+    // before the engine's); see shmgate_host::wasm::configure.
+    let mut config = Config::new();
+    configure(&mut config);
+    let engine =
+        Engine::new(&config).map_err(|e| Failure::new(exit::SOFTWARE, format!("{e:#}")))?;
     let module = Module::new(&engine, &bytes).map_err(|e| {
         Failure::new(
             exit::DATAERR,
@@ -131,15 +163,18 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
     let start = instance
         .get_typed_func::<(), ()>(&mut store, "_start")
         .map_err(|e| Failure::new(exit::DATAERR, format!("{}: {e:#}", args.guest.display())))?;
-    match start.call(&mut store, ()) {
-        Ok(()) => Ok(0),
+    tracing::debug!(guest = %args.guest.display(), "starting the guest");
+    let code = match start.call(&mut store, ()) {
+        Ok(()) => 0,
         Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
             // Exit codes are 8 bits on Unix; keep the low byte as the shell would.
-            Some(code) => Ok(code.0.to_le_bytes()[0]),
+            Some(code) => code.0.to_le_bytes()[0],
             None => {
                 eprintln!("shmgate: guest trapped: {e:?}");
-                Ok(exit::TRAP)
+                exit::TRAP
             }
         },
-    }
+    };
+    tracing::info!(guest = %args.guest.display(), code, "guest exited");
+    Ok(code)
 }

@@ -296,7 +296,12 @@ impl Segment {
     ///
     /// `EAGAIN` if the value already differs, `ETIMEDOUT`, `EINTR` if the
     /// host interrupted the wait, `EINVAL` for an unaligned offset.
-    pub fn wait32(&self, offset: u64, expected: u32, timeout: Option<core::time::Duration>) -> Result<(), Errno> {
+    pub fn wait32(
+        &self,
+        offset: u64,
+        expected: u32,
+        timeout: Option<core::time::Duration>,
+    ) -> Result<(), Errno> {
         let ns = timeout.map_or(-1, |t| i64::try_from(t.as_nanos()).unwrap_or(i64::MAX));
         raw::wait32(self.handle, abi_offset(offset)?, expected, ns)
     }

@@ -36,7 +36,12 @@ mod imports {
         #[link_name = "unmap"]
         pub(super) fn shmgate_unmap(addr: i32, len: i32) -> i64;
         #[link_name = "wait32"]
-        pub(super) fn shmgate_wait32(handle: i32, offset: i64, expected: i32, timeout_ns: i64) -> i64;
+        pub(super) fn shmgate_wait32(
+            handle: i32,
+            offset: i64,
+            expected: i32,
+            timeout_ns: i64,
+        ) -> i64;
         #[link_name = "notify"]
         pub(super) fn shmgate_notify(handle: i32, offset: i64, count: i32) -> i64;
     }
@@ -145,9 +150,15 @@ pub(crate) fn write(handle: u32, offset: i64, buf: &[u8]) -> Result<usize, Errno
 }
 
 /// `wait32`.
-pub(crate) fn wait32(handle: u32, offset: i64, expected: u32, timeout_ns: i64) -> Result<(), Errno> {
+pub(crate) fn wait32(
+    handle: u32,
+    offset: i64,
+    expected: u32,
+    timeout_ns: i64,
+) -> Result<(), Errno> {
     // SAFETY: integers only.
-    decode(unsafe { imports::shmgate_wait32(handle as i32, offset, expected as i32, timeout_ns) }).map(drop)
+    decode(unsafe { imports::shmgate_wait32(handle as i32, offset, expected as i32, timeout_ns) })
+        .map(drop)
 }
 
 /// `notify`: how many waiters woke.
@@ -262,7 +273,11 @@ impl Window {
     /// # Errors
     ///
     /// `EINVAL` out of bounds or unaligned.
-    pub fn load_u32(&self, offset: usize, order: core::sync::atomic::Ordering) -> Result<u32, Errno> {
+    pub fn load_u32(
+        &self,
+        offset: usize,
+        order: core::sync::atomic::Ordering,
+    ) -> Result<u32, Errno> {
         let addr = self.check(offset, 4, 4)?;
         // SAFETY: as in `atomic_u32`; only a load is done, which a
         // read-only window allows.

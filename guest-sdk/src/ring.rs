@@ -81,7 +81,13 @@ impl<'a> Shared<'a> {
         }
         let slots = win.load_u32(SLOTS, Ordering::Relaxed)?;
         let slot_size = win.load_u32(SLOT_SIZE, Ordering::Relaxed)? as usize;
-        let shared = Shared { seg, win, base, slots, slot_size };
+        let shared = Shared {
+            seg,
+            win,
+            base,
+            slots,
+            slot_size,
+        };
         shared.check_geometry()?;
         Ok(shared)
     }
@@ -91,7 +97,10 @@ impl<'a> Shared<'a> {
             .checked_mul(self.slot_size)
             .and_then(|n| n.checked_add(HEADER))
             .is_some_and(|end| end <= self.win.len());
-        let ok = self.slots.is_power_of_two() && self.slot_size >= 16 && self.slot_size.is_multiple_of(8) && fits;
+        let ok = self.slots.is_power_of_two()
+            && self.slot_size >= 16
+            && self.slot_size.is_multiple_of(8)
+            && fits;
         if ok { Ok(()) } else { Err(Errno::INVAL) }
     }
 
@@ -137,6 +146,10 @@ pub enum Transport {
 pub struct Producer<'a> {
     shared: Shared<'a>,
     head: u32,
+    /// The consumer's `tail` as last read: re-read only when the ring
+    /// looks full, so the consumer's cache line is not pulled over for
+    /// every message.
+    tail_seen: u32,
     transport: Transport,
 }
 
@@ -149,14 +162,25 @@ impl<'a> Producer<'a> {
     ///
     /// `EINVAL` if `slot_size` is not a multiple of 8 of at least 16, or
     /// no slot fits; `EACCES` on a read-only window.
-    pub fn create(seg: &'a Segment, win: &'a Window, base: u64, slot_size: usize) -> Result<Producer<'a>, Errno> {
+    pub fn create(
+        seg: &'a Segment,
+        win: &'a Window,
+        base: u64,
+        slot_size: usize,
+    ) -> Result<Producer<'a>, Errno> {
         let room = win.len().checked_sub(HEADER).ok_or(Errno::INVAL)?;
         let fit = room / slot_size.max(1);
         if fit == 0 {
             return Err(Errno::INVAL);
         }
         let slots = u32::try_from(1usize << fit.ilog2()).map_err(|_| Errno::INVAL)?;
-        let shared = Shared { seg, win, base, slots, slot_size };
+        let shared = Shared {
+            seg,
+            win,
+            base,
+            slots,
+            slot_size,
+        };
         shared.check_geometry()?;
         for offset in [HEAD, TAIL, CONSUMER_ASLEEP, PRODUCER_ASLEEP, CLOSED] {
             shared.word(offset)?.store(0, Ordering::Relaxed);
@@ -169,6 +193,7 @@ impl<'a> Producer<'a> {
         Ok(Producer {
             shared,
             head: 0,
+            tail_seen: 0,
             transport: Transport::Window,
         })
     }
@@ -195,29 +220,34 @@ impl<'a> Producer<'a> {
             return Err(Errno::INVAL);
         }
         let s = &self.shared;
-        let tail = s.word(TAIL)?;
-        let mut spins = 0;
-        loop {
-            let seen = tail.load(Ordering::Acquire);
-            if self.head.wrapping_sub(seen) < s.slots {
-                break;
-            }
-            spins += 1;
-            if spins < SPINS {
-                core::hint::spin_loop();
-            } else {
-                s.sleep_on(TAIL, seen, PRODUCER_ASLEEP)?;
+        if self.head.wrapping_sub(self.tail_seen) >= s.slots {
+            let tail = s.word(TAIL)?;
+            let mut spins = 0;
+            loop {
+                self.tail_seen = tail.load(Ordering::Acquire);
+                if self.head.wrapping_sub(self.tail_seen) < s.slots {
+                    break;
+                }
+                spins += 1;
+                if spins < SPINS {
+                    core::hint::spin_loop();
+                } else {
+                    s.sleep_on(TAIL, self.tail_seen, PRODUCER_ASLEEP)?;
+                }
             }
         }
         let slot = s.slot(self.head);
         // `msg.len() <= max_message() < slot_size`, which fits a u32.
         let len = u32::try_from(msg.len()).map_err(|_| Errno::INVAL)?;
-        s.win.write_at(slot, &len.to_le_bytes())?;
+        s.word(slot)?.store(len, Ordering::Relaxed);
         match self.transport {
             Transport::Window => s.win.write_at(slot + 4, msg)?,
             Transport::HostCalls => s.seg.write_all_at(msg, s.base + slot as u64 + 4)?,
         }
         self.head = self.head.wrapping_add(1);
+        // SeqCst: the store must be ordered before the load of the
+        // consumer's asleep flag in `wake` (the consumer does the mirror
+        // image in `sleep_on`), or a wake-up could be missed.
         s.word(HEAD)?.store(self.head, Ordering::SeqCst);
         s.wake(HEAD, CONSUMER_ASLEEP)
     }
@@ -239,6 +269,8 @@ impl<'a> Producer<'a> {
 pub struct Consumer<'a> {
     shared: Shared<'a>,
     tail: u32,
+    /// The producer's `head` as last read: re-read only when caught up.
+    head_seen: u32,
     transport: Transport,
 }
 
@@ -257,6 +289,7 @@ impl<'a> Consumer<'a> {
         Ok(Consumer {
             shared,
             tail,
+            head_seen: tail,
             transport: Transport::Window,
         })
     }
@@ -277,33 +310,37 @@ impl<'a> Consumer<'a> {
     /// a slot holds an impossible length; host errors from sleeping.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Errno> {
         let s = &self.shared;
-        let head = s.word(HEAD)?;
-        let mut spins = 0;
-        loop {
-            let seen = head.load(Ordering::Acquire);
-            if seen != self.tail {
-                break;
-            }
-            if s.word(CLOSED)?.load(Ordering::SeqCst) != 0 && head.load(Ordering::SeqCst) == self.tail {
-                return Ok(None);
-            }
-            spins += 1;
-            if spins < SPINS {
-                core::hint::spin_loop();
-            } else {
-                s.sleep_on(HEAD, seen, CONSUMER_ASLEEP)?;
+        if self.head_seen == self.tail {
+            let head = s.word(HEAD)?;
+            let mut spins = 0;
+            loop {
+                self.head_seen = head.load(Ordering::Acquire);
+                if self.head_seen != self.tail {
+                    break;
+                }
+                if s.word(CLOSED)?.load(Ordering::SeqCst) != 0
+                    && head.load(Ordering::SeqCst) == self.tail
+                {
+                    return Ok(None);
+                }
+                spins += 1;
+                if spins < SPINS {
+                    core::hint::spin_loop();
+                } else {
+                    s.sleep_on(HEAD, self.head_seen, CONSUMER_ASLEEP)?;
+                }
             }
         }
         let slot = s.slot(self.tail);
-        let mut len = [0; 4];
-        s.win.read_at(slot, &mut len)?;
-        let len = u32::from_le_bytes(len) as usize;
+        let len = s.win.load_u32(slot, Ordering::Relaxed)? as usize;
         if len > s.slot_size - 4 || len > buf.len() {
             return Err(Errno::INVAL);
         }
         match self.transport {
             Transport::Window => s.win.read_at(slot + 4, &mut buf[..len])?,
-            Transport::HostCalls => s.seg.read_exact_at(&mut buf[..len], s.base + slot as u64 + 4)?,
+            Transport::HostCalls => s
+                .seg
+                .read_exact_at(&mut buf[..len], s.base + slot as u64 + 4)?,
         }
         self.tail = self.tail.wrapping_add(1);
         s.word(TAIL)?.store(self.tail, Ordering::SeqCst);

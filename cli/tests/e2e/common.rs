@@ -1,6 +1,9 @@
 //! Unique namespaces, cleanup of everything a test leaves in `/dev/shm`,
 //! and running the `shmgate` binary.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -23,20 +26,32 @@ impl Namespace {
         format!("{}{name}", self.0)
     }
 
-    /// The names in `/dev/shm` under this namespace.
-    pub(crate) fn entries(&self) -> Vec<String> {
-        std::fs::read_dir("/dev/shm")
+    /// The path of the guest's `name` in `/dev/shm`.
+    pub(crate) fn path(&self, name: &str) -> String {
+        format!("/dev/shm/{}", self.host_name(name))
+    }
+
+    /// The names in `/dev/shm` under this namespace (UTF-8 or not).
+    pub(crate) fn entries(&self) -> Vec<OsString> {
+        let mut names: Vec<OsString> = std::fs::read_dir("/dev/shm")
             .expect("reading /dev/shm")
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| n.starts_with(&self.0))
-            .collect()
+            .filter_map(|e| Some(e.ok()?.file_name()))
+            .filter(|n| n.as_bytes().starts_with(self.0.as_bytes()))
+            .collect();
+        names.sort();
+        names
     }
 }
 
 impl Drop for Namespace {
+    /// Removes every entry under the namespace: files, symlinks (not their
+    /// targets), FIFOs and empty directories.
     fn drop(&mut self) {
         for name in self.entries() {
-            let _ = std::fs::remove_file(format!("/dev/shm/{name}"));
+            let path = Path::new("/dev/shm").join(name);
+            if std::fs::remove_file(&path).is_err() {
+                let _ = std::fs::remove_dir(&path);
+            }
         }
     }
 }

@@ -16,6 +16,9 @@ use crate::{Segment, unlink};
 /// Window offsets and lengths are multiples of the wasm page size.
 pub(crate) const WINDOW_ALIGN: u64 = 64 << 10;
 
+/// The most pages a store keeps mapped for `wait32`/`notify`.
+const FUTEX_PAGES: usize = 16;
+
 /// How long one futex wait lasts before the interrupt flag is checked.
 const WAIT_SLICE: Duration = Duration::from_millis(20);
 
@@ -37,7 +40,9 @@ pub struct ShmCtx {
     created_total: usize,
     /// Windows mapped into this store's memories.
     windows: Vec<WindowRec>,
-    /// One host page per `(handle, page offset)` used by `wait32`/`notify`.
+    /// Host mappings of the pages `wait32`/`notify` used last, by
+    /// `(handle, page offset)`; at most [`FUTEX_PAGES`], so a guest cannot
+    /// make the host exhaust its mappings (`vm.max_map_count`).
     futex_pages: HashMap<(i32, u64), RawMapping>,
     interrupt: Arc<AtomicBool>,
 }
@@ -187,10 +192,10 @@ impl ShmCtx {
         Err(Errno::AGAIN)
     }
 
-    /// `unlink`: needs the unlink right.
+    /// `unlink`: needs the unlink right, and a grant that is not read-only.
     pub(crate) fn unlink(&mut self, guest_name: &[u8]) -> Result<(), Errno> {
         let name = self.policy.resolve(guest_name)?;
-        if !self.policy.allow_unlink {
+        if !self.policy.allow_unlink || self.policy.read_only {
             return Err(Errno::ACCES);
         }
         unlink(&*name).map_err(|e| e.errno())?;
@@ -312,15 +317,25 @@ impl ShmCtx {
         if offset.checked_add(4).is_none_or(|end| end > size) {
             return Err(Errno::NXIO);
         }
-        let page = sys::page_size() as u64;
-        let page_start = offset - offset % page;
+        let page = sys::page_size();
+        let page_start = offset - offset % page as u64;
         let within = usize::try_from(offset - page_start).map_err(|_| Errno::INVAL)?;
-        let map_len = usize::try_from(page.min(size - page_start)).map_err(|_| Errno::INVAL)?;
-        let mapping = match self.futex_pages.entry((handle, page_start)) {
+        let key = (handle, page_start);
+        if !self.futex_pages.contains_key(&key) && self.futex_pages.len() >= FUTEX_PAGES {
+            // Forget any one: a later call maps its page again.
+            let victim = self.futex_pages.keys().next().copied();
+            if let Some(victim) = victim {
+                self.futex_pages.remove(&victim);
+            }
+        }
+        // The whole page, even past the end of the segment: only the
+        // kernel's futex code touches it (which reports EFAULT rather than
+        // raising SIGBUS), and the bounds were checked against the size now.
+        let mapping = match self.futex_pages.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
                 let fd = std::os::fd::AsFd::as_fd(&entry.seg);
-                e.insert(sys::mmap(fd, page_start, map_len, false)?)
+                e.insert(sys::mmap(fd, page_start, page, false)?)
             }
         };
         Ok((&*mapping, within))

@@ -13,7 +13,7 @@ use shmgate_core::{Errno, Mode, NAME_MAX, ShmName};
 /// | writes (unless [`read_only`](ShmPolicyBuilder::read_only)) | `open` with `RDWR`, `write` | `EACCES` |
 /// | [`allow_create`](ShmPolicyBuilder::allow_create) | `open` with `CREATE` | `EACCES` |
 /// | [`allow_resize`](ShmPolicyBuilder::allow_resize) | `open` with `TRUNC`, `set_size` on any segment (a guest may always size a segment it created) | `EACCES` |
-/// | [`allow_unlink`](ShmPolicyBuilder::allow_unlink) | `unlink` | `EACCES` |
+/// | [`allow_unlink`](ShmPolicyBuilder::allow_unlink) (unless read-only) | `unlink` | `EACCES` |
 ///
 /// Quotas: [`max_handles`](ShmPolicyBuilder::max_handles) (`EMFILE`),
 /// [`max_segment_size`](ShmPolicyBuilder::max_segment_size) (`EFBIG`),
@@ -124,12 +124,17 @@ impl ShmPolicyBuilder {
     /// Grants the segments whose names start with `prefix`; the guest names
     /// only the rest. The prefix must be a valid name start: no `/`, NUL or
     /// control bytes. An empty prefix grants all of `/dev/shm`.
+    ///
+    /// Prefixes nest: `"t-a"` also grants `"t-a-b.x"`, which a tenant with
+    /// prefix `"t-a-b."` uses. End every prefix with a separator no tenant
+    /// name contains (`"tenant-a."`), so no prefix is a prefix of another.
     pub fn namespace(mut self, prefix: impl AsRef<[u8]>) -> Self {
         self.policy.namespace = Some(prefix.as_ref().to_vec());
         self
     }
 
-    /// Read-only: `RDWR`, `CREATE` and `TRUNC` are refused with `EACCES`.
+    /// Read-only: `RDWR`, `CREATE` and `TRUNC` are refused with `EACCES`,
+    /// and so is `unlink` even with [`allow_unlink`](Self::allow_unlink).
     pub fn read_only(mut self, on: bool) -> Self {
         self.policy.read_only = on;
         self

@@ -111,3 +111,35 @@ fn waits_are_bounded_by_the_embedder() {
     assert!(t.elapsed() < Duration::from_secs(5));
     stopper.join().unwrap();
 }
+
+/// `notify` on many pages keeps a bounded number of host mappings (a
+/// guest must not be able to exhaust `vm.max_map_count`), and a page
+/// first used while the segment was small still works after it grows.
+#[test]
+fn futex_pages_are_bounded_and_follow_growth() {
+    init();
+    let ns = Ns::new();
+    let name = ns.name("w");
+    let seg = OpenOptions::new().size(8).open_owned(&name).unwrap();
+    let mut g = Guest::new(policy(&ns).allow_resize(true).build().unwrap());
+    let h = g.open("w", 1);
+    let notify = |g: &mut Guest, offset: i64| g.call::<(i32, i64, i32), i64>("notify", (h as i32, offset, 1));
+    assert_eq!(notify(&mut g, 0), 0);
+    seg.set_len(4 << 20).unwrap();
+    assert_eq!(notify(&mut g, 8), 0);
+
+    let maps_of_segment = || {
+        let needle = format!("/dev/shm/{name}");
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .count()
+    };
+    for page in 0..1024i64 {
+        assert_eq!(notify(&mut g, page * 4096), 0);
+    }
+    assert!(maps_of_segment() <= 16, "{} mappings", maps_of_segment());
+    drop(g);
+    assert_eq!(maps_of_segment(), 0);
+}

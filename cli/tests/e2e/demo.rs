@@ -1,0 +1,102 @@
+//! `shmgate demo`: both guests in their own processes, a report, and
+//! `/dev/shm` left exactly as it was found, on success and on failure.
+
+use std::sync::Mutex;
+
+use shmgate_guest_artifacts::ECHO;
+
+use crate::common::{shmgate, text};
+
+/// Demos run one at a time, so that one's segment never shows up in
+/// another's before/after comparison.
+static ONE_DEMO: Mutex<()> = Mutex::new(());
+
+/// The names in `/dev/shm` that a demo may create.
+fn demo_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/dev/shm")
+        .expect("reading /dev/shm")
+        .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.starts_with("shmgate-demo-"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The demo streams the data, both guests agree on the checksum, the
+/// report says so, `-v` logs the grants and steps, and `/dev/shm` is as
+/// before.
+#[test]
+fn demo_streams_reports_and_leaves_dev_shm_as_it_was() {
+    let _one = ONE_DEMO.lock().unwrap_or_else(|e| e.into_inner());
+    let before = demo_names();
+    let out = shmgate(&["-v", "demo", "--size", "8MiB"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(demo_names(), before, "{}", text(&out));
+
+    let report = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "moved       8388608 bytes (8.0 MiB)",
+        "MiB/s",
+        "they agree",
+        "read-only",
+        "allowed: create 1 segment of at most 8388672 bytes",
+        "at most 2 open handles",
+        "/dev/shm is as it was",
+    ] {
+        assert!(report.contains(want), "{want:?} missing: {}", text(&out));
+    }
+    // Both guests printed the same checksum as the report's.
+    let sum = report
+        .split("fnv1a ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_hexdigit()).next())
+        .expect("a checksum in the report");
+    assert_eq!(
+        report.matches(&format!("fnv1a {sum}")).count(),
+        3,
+        "{report}"
+    );
+
+    // The logs: each demo step, and the grant each `shmgate run` gave.
+    let logs = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "found guest",
+        "starting guest",
+        "grant",
+        "guest exited",
+        "removed",
+    ] {
+        assert!(logs.contains(want), "{want:?} not logged: {}", text(&out));
+    }
+}
+
+/// A consumer that fails (here the echo guest, which cannot open or create
+/// what it wants under a read-only grant) fails the demo with a non-zero
+/// exit, and the producer's segment is still removed.
+#[test]
+fn failed_demo_still_cleans_up() {
+    let _one = ONE_DEMO.lock().unwrap_or_else(|e| e.into_inner());
+    let before = demo_names();
+    let out = shmgate(&["demo", "--size", "1MiB", "--consumer", ECHO]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("shmgate: demo failed: the consumer exited"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(demo_names(), before, "{}", text(&out));
+}
+
+/// A missing guest is EX_NOINPUT, with the path; nothing is created.
+#[test]
+fn missing_guest_is_noinput() {
+    let out = shmgate(&["demo", "--producer", "/nonexistent/producer.wasm"]);
+    assert_eq!(out.status.code(), Some(66), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/producer.wasm") && err.contains("ENOENT"),
+        "{err}"
+    );
+    let help = shmgate(&["demo", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Example:"));
+}

@@ -7,7 +7,13 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const GUESTS: [&str; 5] = ["producer", "consumer", "echo", "ring_producer", "ring_consumer"];
+const GUESTS: [&str; 5] = [
+    "producer",
+    "consumer",
+    "echo",
+    "ring_producer",
+    "ring_consumer",
+];
 
 fn main() {
     let here = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -50,7 +56,10 @@ fn main() {
     // buffer) get atomic read-modify-writes and fences. `atomics` is an
     // unstable target feature: rustc warns, and the engine must enable the
     // threads proposal (`shmgate_host::wasm::configure` does).
-    cmd.env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+atomics,+bulk-memory");
+    cmd.env(
+        "CARGO_ENCODED_RUSTFLAGS",
+        "-Ctarget-feature=+atomics,+bulk-memory",
+    );
     let status = cmd.status().expect("running cargo for the example guests");
     assert!(
         status.success(),

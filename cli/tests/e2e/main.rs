@@ -9,4 +9,5 @@ mod demo;
 mod exchange;
 mod grants;
 mod ls;
+mod ring;
 mod rm;

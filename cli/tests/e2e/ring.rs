@@ -9,7 +9,14 @@ use crate::common::{Namespace, SHMGATE, shmgate, text};
 
 fn stream(tag: &str, total: &str, msg: &str, transport: &str) {
     let ns = Namespace::new(tag);
-    let grant = ["--namespace", &ns.0, "--max-size", "80MiB", "--max-mapped", "80MiB"];
+    let grant = [
+        "--namespace",
+        &ns.0,
+        "--max-size",
+        "80MiB",
+        "--max-mapped",
+        "80MiB",
+    ];
     let consumer = Command::new(SHMGATE)
         .arg("run")
         .args(grant)
@@ -20,15 +27,28 @@ fn stream(tag: &str, total: &str, msg: &str, transport: &str) {
         .expect("starting the consumer");
     let mut args = vec!["run"];
     args.extend(grant);
-    args.extend(["--allow-create", RING_PRODUCER, "--", "ring", total, msg, transport]);
+    args.extend([
+        "--allow-create",
+        RING_PRODUCER,
+        "--",
+        "ring",
+        total,
+        msg,
+        transport,
+    ]);
     let producer = shmgate(&args);
-    let consumer = consumer.wait_with_output().expect("waiting for the consumer");
+    let consumer = consumer
+        .wait_with_output()
+        .expect("waiting for the consumer");
     assert!(producer.status.success(), "producer: {}", text(&producer));
     assert!(consumer.status.success(), "consumer: {}", text(&consumer));
     let sent = String::from_utf8_lossy(&producer.stdout);
     let count = sent.split_whitespace().nth(2).expect("a count").to_owned();
     let got = String::from_utf8_lossy(&consumer.stdout);
-    assert!(got.contains(&format!("received {count} messages")) && got.contains("in order"), "{got}");
+    assert!(
+        got.contains(&format!("received {count} messages")) && got.contains("in order"),
+        "{got}"
+    );
 }
 
 #[test]
@@ -51,9 +71,21 @@ fn ring_with_host_call_payloads() {
 fn windows_need_a_grant() {
     let ns = Namespace::new("ring-deny");
     let out = shmgate(&[
-        "run", "--namespace", &ns.0, "--allow-create", RING_PRODUCER, "--", "ring", "4096", "64",
+        "run",
+        "--namespace",
+        &ns.0,
+        "--allow-create",
+        RING_PRODUCER,
+        "--",
+        "ring",
+        "4096",
+        "64",
         "window",
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("ENOMEM"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ENOMEM"),
+        "{}",
+        text(&out)
+    );
 }

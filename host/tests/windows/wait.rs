@@ -123,7 +123,9 @@ fn futex_pages_are_bounded_and_follow_growth() {
     let seg = OpenOptions::new().size(8).open_owned(&name).unwrap();
     let mut g = Guest::new(policy(&ns).allow_resize(true).build().unwrap());
     let h = g.open("w", 1);
-    let notify = |g: &mut Guest, offset: i64| g.call::<(i32, i64, i32), i64>("notify", (h as i32, offset, 1));
+    let notify = |g: &mut Guest, offset: i64| {
+        g.call::<(i32, i64, i32), i64>("notify", (h as i32, offset, 1))
+    };
     assert_eq!(notify(&mut g, 0), 0);
     seg.set_len(4 << 20).unwrap();
     assert_eq!(notify(&mut g, 8), 0);

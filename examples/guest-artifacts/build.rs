@@ -15,7 +15,39 @@ const GUESTS: [&str; 5] = [
     "ring_consumer",
 ];
 
+/// Makes sure the toolchain building us has the `wasm32-wasip1` standard
+/// library: on a fresh machine `rust-toolchain.toml` lists the target, but
+/// rustup adds listed targets only when it installs the toolchain, not to
+/// one that is already there. So the README's first command can be the only
+/// one, this adds the target through rustup when it is missing.
+fn ensure_wasm_target() {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let installed = sysroot.is_some_and(|root| root.join("lib/rustlib/wasm32-wasip1/lib").is_dir());
+    if installed {
+        return;
+    }
+    println!(
+        "cargo:warning=adding the wasm32-wasip1 target with rustup, to build the example guests"
+    );
+    let added = Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip1"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        added,
+        "the wasm32-wasip1 target is missing and `rustup target add wasm32-wasip1` failed; \
+         install it and build again"
+    );
+}
+
 fn main() {
+    ensure_wasm_target();
     let here = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let guests = here.join("../guests");
     let root = here.join("../..");

@@ -81,7 +81,7 @@ fn stream(total: u64, msg: u64, transport: &str) -> Duration {
     assert!(consumed.status.success(), "consumer failed");
     let report = String::from_utf8_lossy(&consumed.stdout);
     let secs: f64 = report
-        .split(" in ")
+        .split(", in ")
         .nth(1)
         .and_then(|t| t.split(" s:").next())
         .and_then(|t| t.parse().ok())

@@ -35,6 +35,7 @@
 #![deny(missing_docs)]
 
 pub mod errno;
+pub mod io;
 pub mod mode;
 pub mod name;
 pub mod oflags;

@@ -241,17 +241,8 @@ impl Segment {
     ///
     /// As [`read_at`](Segment::read_at); `EOVERFLOW` if the segment ends
     /// first.
-    pub fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> Result<(), Errno> {
-        while !buf.is_empty() {
-            match self.read_at(buf, offset)? {
-                0 => return Err(Errno::OVERFLOW),
-                n => {
-                    buf = &mut buf[n..];
-                    offset += n as u64;
-                }
-            }
-        }
-        Ok(())
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), Errno> {
+        shmgate_core::io::read_exact_at(buf, offset, |b, off| self.read_at(b, off), |e| e)
     }
 
     /// Writes all of `buf` at `offset`.
@@ -260,17 +251,8 @@ impl Segment {
     ///
     /// As [`write_at`](Segment::write_at); `EFBIG` if the segment ends
     /// first.
-    pub fn write_all_at(&self, mut buf: &[u8], mut offset: u64) -> Result<(), Errno> {
-        while !buf.is_empty() {
-            match self.write_at(buf, offset)? {
-                0 => return Err(Errno::FBIG),
-                n => {
-                    buf = &buf[n..];
-                    offset += n as u64;
-                }
-            }
-        }
-        Ok(())
+    pub fn write_all_at(&self, buf: &[u8], offset: u64) -> Result<(), Errno> {
+        shmgate_core::io::write_all_at(buf, offset, |b, off| self.write_at(b, off), |e| e)
     }
 
     /// Maps `range` of the segment into this guest's memory (the host must

@@ -121,6 +121,30 @@ impl<'a> Shared<'a> {
         }
     }
 
+    /// Re-reads the word at `offset` until `done` makes something of it:
+    /// spinning first, then sleeping on it (flagged in `asleep`).
+    fn wait_until<R>(
+        &self,
+        offset: usize,
+        asleep: usize,
+        mut done: impl FnMut(u32) -> Result<Option<R>, Errno>,
+    ) -> Result<R, Errno> {
+        let word = self.word(offset)?;
+        let mut spins = 0;
+        loop {
+            let seen = word.load(Ordering::Acquire);
+            if let Some(r) = done(seen)? {
+                return Ok(r);
+            }
+            spins += 1;
+            if spins < SPINS {
+                core::hint::spin_loop();
+            } else {
+                self.sleep_on(offset, seen, asleep)?;
+            }
+        }
+    }
+
     /// Wakes the other side if it said it is asleep.
     fn wake(&self, offset: usize, asleep: usize) -> Result<(), Errno> {
         if self.word(asleep)?.load(Ordering::SeqCst) != 0 {
@@ -221,20 +245,10 @@ impl<'a> Producer<'a> {
         }
         let s = &self.shared;
         if self.head.wrapping_sub(self.tail_seen) >= s.slots {
-            let tail = s.word(TAIL)?;
-            let mut spins = 0;
-            loop {
-                self.tail_seen = tail.load(Ordering::Acquire);
-                if self.head.wrapping_sub(self.tail_seen) < s.slots {
-                    break;
-                }
-                spins += 1;
-                if spins < SPINS {
-                    core::hint::spin_loop();
-                } else {
-                    s.sleep_on(TAIL, self.tail_seen, PRODUCER_ASLEEP)?;
-                }
-            }
+            let head = self.head;
+            self.tail_seen = s.wait_until(TAIL, PRODUCER_ASLEEP, |tail| {
+                Ok((head.wrapping_sub(tail) < s.slots).then_some(tail))
+            })?;
         }
         let slot = s.slot(self.head);
         // `msg.len() <= max_message() < slot_size`, which fits a u32.
@@ -311,24 +325,23 @@ impl<'a> Consumer<'a> {
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Errno> {
         let s = &self.shared;
         if self.head_seen == self.tail {
-            let head = s.word(HEAD)?;
-            let mut spins = 0;
-            loop {
-                self.head_seen = head.load(Ordering::Acquire);
-                if self.head_seen != self.tail {
-                    break;
-                }
-                if s.word(CLOSED)?.load(Ordering::SeqCst) != 0
-                    && head.load(Ordering::SeqCst) == self.tail
+            let tail = self.tail;
+            let closed = s.word(CLOSED)?;
+            // Some(Some(head)): new messages; Some(None): closed and drained.
+            let next = s.wait_until(HEAD, CONSUMER_ASLEEP, |head| {
+                if head != tail {
+                    Ok(Some(Some(head)))
+                } else if closed.load(Ordering::SeqCst) != 0
+                    && s.word(HEAD)?.load(Ordering::SeqCst) == tail
                 {
-                    return Ok(None);
-                }
-                spins += 1;
-                if spins < SPINS {
-                    core::hint::spin_loop();
+                    Ok(Some(None))
                 } else {
-                    s.sleep_on(HEAD, self.head_seen, CONSUMER_ASLEEP)?;
+                    Ok(None)
                 }
+            })?;
+            match next {
+                Some(head) => self.head_seen = head,
+                None => return Ok(None),
             }
         }
         let slot = s.slot(self.tail);

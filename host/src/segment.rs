@@ -217,17 +217,9 @@ impl Segment {
     ///
     /// As [`read_at`](Segment::read_at); `EOVERFLOW` if the segment ends
     /// first (`buf` then holds what was read).
-    pub fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> Result<(), Error> {
-        while !buf.is_empty() {
-            match self.read_at(buf, offset)? {
-                0 => return Err(self.err(Op::Read)(Errno::OVERFLOW)),
-                n => {
-                    buf = &mut buf[n..];
-                    offset += n as u64;
-                }
-            }
-        }
-        Ok(())
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), Error> {
+        let read_at = |buf: &mut [u8], off| self.read_at(buf, off);
+        shmgate_core::io::read_exact_at(buf, offset, read_at, self.err(Op::Read))
     }
 
     /// Writes all of `buf` at `offset`.
@@ -236,17 +228,9 @@ impl Segment {
     ///
     /// As [`write_at`](Segment::write_at); `EFBIG` if the segment ends
     /// first (what fitted was written).
-    pub fn write_all_at(&self, mut buf: &[u8], mut offset: u64) -> Result<(), Error> {
-        while !buf.is_empty() {
-            match self.write_at(buf, offset)? {
-                0 => return Err(self.err(Op::Write)(Errno::FBIG)),
-                n => {
-                    buf = &buf[n..];
-                    offset += n as u64;
-                }
-            }
-        }
-        Ok(())
+    pub fn write_all_at(&self, buf: &[u8], offset: u64) -> Result<(), Error> {
+        let write_at = |buf: &[u8], off| self.write_at(buf, off);
+        shmgate_core::io::write_all_at(buf, offset, write_at, self.err(Op::Write))
     }
 
     /// `mmap`: maps the whole segment, shared, readable, and writable if

@@ -167,6 +167,9 @@ pub(crate) fn notify(handle: u32, offset: i64, count: u32) -> Result<u32, Errno>
     decode(unsafe { imports::shmgate_notify(handle as i32, offset, count as i32) })
 }
 
+/// Copies up to this many bytes byte by byte instead of with `memory.copy`.
+const SMALL_COPY: usize = 128;
+
 /// How a window may be accessed (`prot` on the wire: 1 read, 3 read and
 /// write).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -292,6 +295,25 @@ impl Window {
     /// `EINVAL` if the range is outside the window.
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<(), Errno> {
         let src = self.check(offset, buf.len(), 1)?;
+        if buf.len() <= SMALL_COPY {
+            let mut chunks = buf.chunks_exact_mut(8);
+            let mut at = src;
+            for chunk in &mut chunks {
+                // SAFETY: `at..at+8` is inside our live window (checked);
+                // `[u8; 8]` needs no alignment. Volatile: a loop the compiler
+                // cannot turn back into `memory.copy`, which wasmtime runs
+                // out of line (a call that costs more than a few words).
+                let word = unsafe { core::ptr::read_volatile(at as *const [u8; 8]) };
+                chunk.copy_from_slice(&word);
+                at += 8;
+            }
+            for b in chunks.into_remainder() {
+                // SAFETY: as above, one byte.
+                *b = unsafe { core::ptr::read_volatile(at as *const u8) };
+                at += 1;
+            }
+            return Ok(());
+        }
         // SAFETY: `src..src+len` is inside our live window (checked); `buf`
         // is a Rust buffer, which never lies inside a window.
         unsafe { core::ptr::copy_nonoverlapping(src as *const u8, buf.as_mut_ptr(), buf.len()) };
@@ -308,6 +330,24 @@ impl Window {
             return Err(Errno::ACCES);
         }
         let dst = self.check(offset, buf.len(), 1)?;
+        if buf.len() <= SMALL_COPY {
+            let mut chunks = buf.chunks_exact(8);
+            let mut at = dst;
+            for chunk in &mut chunks {
+                let mut word = [0; 8];
+                word.copy_from_slice(chunk);
+                // SAFETY: in bounds of our live, writable window (checked);
+                // volatile for the reason given in `read_at`.
+                unsafe { core::ptr::write_volatile(at as *mut [u8; 8], word) };
+                at += 8;
+            }
+            for &b in chunks.remainder() {
+                // SAFETY: as above, one byte.
+                unsafe { core::ptr::write_volatile(at as *mut u8, b) };
+                at += 1;
+            }
+            return Ok(());
+        }
         // SAFETY: in bounds of our live, writable window (checked); `buf`
         // cannot overlap it.
         unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), dst as *mut u8, buf.len()) };

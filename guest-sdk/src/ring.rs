@@ -51,6 +51,9 @@ const CLOSED: usize = 320;
 /// Where the slots start.
 pub const HEADER: usize = 4096;
 
+/// The consumer publishes `tail` at least this often.
+const TAIL_BATCH: u32 = 32;
+
 /// How often to re-check before sleeping, and the longest single sleep.
 const SPINS: u32 = 200;
 const NAP: Duration = Duration::from_millis(10);
@@ -253,7 +256,9 @@ impl<'a> Producer<'a> {
         let slot = s.slot(self.head);
         // `msg.len() <= max_message() < slot_size`, which fits a u32.
         let len = u32::try_from(msg.len()).map_err(|_| Errno::INVAL)?;
-        s.word(slot)?.store(len, Ordering::Relaxed);
+        // A plain store: wasm has only sequentially consistent atomic
+        // stores, each a fence on x86; the `head` store below publishes it.
+        s.win.write_at(slot, &len.to_le_bytes())?;
         match self.transport {
             Transport::Window => s.win.write_at(slot + 4, msg)?,
             Transport::HostCalls => s.seg.write_all_at(msg, s.base + slot as u64 + 4)?,
@@ -356,8 +361,13 @@ impl<'a> Consumer<'a> {
                 .read_exact_at(&mut buf[..len], s.base + slot as u64 + 4)?,
         }
         self.tail = self.tail.wrapping_add(1);
-        s.word(TAIL)?.store(self.tail, Ordering::SeqCst);
-        s.wake(TAIL, PRODUCER_ASLEEP)?;
+        // Hand slots back in batches: when we have drained what we saw of
+        // `head` (always before we could sleep), or every TAIL_BATCH
+        // messages; each store pulls the producer's cache line over.
+        if self.tail == self.head_seen || self.tail % TAIL_BATCH == 0 {
+            s.word(TAIL)?.store(self.tail, Ordering::SeqCst);
+            s.wake(TAIL, PRODUCER_ASLEEP)?;
+        }
         Ok(Some(len))
     }
 }

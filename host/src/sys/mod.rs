@@ -51,10 +51,18 @@ fn shm_dir() -> Result<BorrowedFd<'static>, Errno> {
 /// nothing outside `/dev/shm` is opened or created. `O_NONBLOCK` makes a
 /// planted FIFO open at once instead of blocking; the `fstat` then refuses
 /// it. `O_NOCTTY` keeps a planted terminal from becoming ours.
+///
+/// With `CREATE | EXCL` the open succeeds only by creating a new regular
+/// file (any existing entry, a symlink included, is `EEXIST`), so there is
+/// nothing to check: no `O_NONBLOCK`, no `fstat`, no `fcntl`, one syscall
+/// like glibc.
 pub(crate) fn open(path: &ShmPath, flags: OFlags, mode: Mode) -> Result<OwnedFd, Errno> {
     let dir = shm_dir()?;
-    let mut oflags =
-        rfs::OFlags::NOFOLLOW | rfs::OFlags::CLOEXEC | rfs::OFlags::NOCTTY | rfs::OFlags::NONBLOCK;
+    let created_new = flags.contains(OFlags::CREATE) && flags.contains(OFlags::EXCL);
+    let mut oflags = rfs::OFlags::NOFOLLOW | rfs::OFlags::CLOEXEC | rfs::OFlags::NOCTTY;
+    if !created_new {
+        oflags |= rfs::OFlags::NONBLOCK;
+    }
     oflags |= if flags.is_read_only() {
         rfs::OFlags::RDONLY
     } else {
@@ -74,6 +82,9 @@ pub(crate) fn open(path: &ShmPath, flags: OFlags, mode: Mode) -> Result<OwnedFd,
         // A directory is not a shared memory object.
         if e == Errno::ISDIR { Errno::INVAL } else { e }
     })?;
+    if created_new {
+        return Ok(fd);
+    }
     let stat = rfs::fstat(&fd).map_err(errno)?;
     if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
         return Err(Errno::INVAL); // `fd` is closed on the way out.

@@ -43,7 +43,8 @@ fn run(name: &str, msg: usize, transport: Transport, timeout: Duration) -> Resul
     while let Some(n) = rx.recv(&mut buf)? {
         start.get_or_insert_with(Instant::now);
         let seq = u64::from_le_bytes(buf[..8].try_into().map_err(|_| Errno::INVAL)?);
-        if n != msg || seq != expected {
+        let last = u64::from_le_bytes(buf[msg - 8..].try_into().map_err(|_| Errno::INVAL)?);
+        if n != msg || seq != expected || last != expected || buf[8..16.min(msg - 8).max(8)].iter().any(|&b| b != 0x5a) {
             eprintln!("ring_consumer: message {expected} arrived as #{seq} with {n} bytes");
             return Err(Errno::IO);
         }

@@ -26,7 +26,10 @@ fn run(name: &str, total: u64, msg: usize, transport: Transport) -> Result<u64, 
     let mut buf = vec![0x5au8; msg];
     let count = total / msg as u64;
     for i in 0..count {
+        // The number at both ends, so the consumer checks both ends of
+        // every copy.
         buf[..8].copy_from_slice(&i.to_le_bytes());
+        buf[msg - 8..].copy_from_slice(&i.to_le_bytes());
         tx.send(&buf)?;
     }
     tx.close()?;

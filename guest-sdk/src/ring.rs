@@ -364,7 +364,7 @@ impl<'a> Consumer<'a> {
         // Hand slots back in batches: when we have drained what we saw of
         // `head` (always before we could sleep), or every TAIL_BATCH
         // messages; each store pulls the producer's cache line over.
-        if self.tail == self.head_seen || self.tail % TAIL_BATCH == 0 {
+        if self.tail == self.head_seen || self.tail.is_multiple_of(TAIL_BATCH) {
             s.word(TAIL)?.store(self.tail, Ordering::SeqCst);
             s.wake(TAIL, PRODUCER_ASLEEP)?;
         }

@@ -84,13 +84,24 @@ pub(crate) fn is_window_memory(base: *mut u8) -> bool {
     reservations().iter().any(|&(b, _)| b == base as usize)
 }
 
+/// One more than the highest slot index ever used: lookups outside the
+/// signal handler scan only this far (every host call that touches guest
+/// memory checks for windows, and most processes have few or none).
+static SLOTS_USED: AtomicUsize = AtomicUsize::new(0);
+
+/// The slots that can hold a window.
+fn used_slots() -> &'static [Slot] {
+    &WINDOWS[..SLOTS_USED.load(Ordering::Acquire).min(SLOTS)]
+}
+
 fn register(start: usize, len: usize, writable: bool) -> Result<(), Errno> {
-    for slot in &WINDOWS {
+    for (i, slot) in WINDOWS.iter().enumerate() {
         if slot
             .state
             .compare_exchange(FREE, CLAIMED, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
+            SLOTS_USED.fetch_max(i + 1, Ordering::AcqRel);
             slot.start.store(start, Ordering::Release);
             slot.end.store(start + len, Ordering::Release);
             let state = if writable { READ_WRITE } else { READ_ONLY };
@@ -103,7 +114,7 @@ fn register(start: usize, len: usize, writable: bool) -> Result<(), Errno> {
 
 /// Forgets every window inside `start..end`.
 fn unregister_range(start: usize, end: usize) {
-    for slot in &WINDOWS {
+    for slot in used_slots() {
         let s = slot.start.load(Ordering::Acquire);
         let state = slot.state.load(Ordering::Acquire);
         if state != FREE && state != CLAIMED && start <= s && s < end {
@@ -147,7 +158,7 @@ extern "C" fn handler(signal: c_int, info: *mut libc::siginfo_t, context: *mut c
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler,
     // and for SIGBUS/SIGSEGV `si_addr` is the faulting address.
     let addr = unsafe { (*info).si_addr() } as usize;
-    for slot in &WINDOWS {
+    for slot in used_slots() {
         let state = slot.state.load(Ordering::Acquire);
         if state == FREE || state == CLAIMED {
             continue;
@@ -457,7 +468,7 @@ fn restore_private(start: usize, len: usize) -> Result<(), Errno> {
 
 /// Whether any registered window overlaps `start..end` (host addresses).
 fn overlaps_window(start: usize, end: usize) -> bool {
-    WINDOWS.iter().any(|slot| {
+    used_slots().iter().any(|slot| {
         let state = slot.state.load(Ordering::Acquire);
         state != FREE
             && state != CLAIMED

@@ -16,6 +16,7 @@
 //! | 192 | consumer asleep (1) or not (0) |
 //! | 256 | producer asleep |
 //! | 320 | closed by the producer |
+//! | 384 | a consumer has attached |
 //! | 4096 | the slots: a `u32` length, then the payload |
 //!
 //! Correct ordering across processes needs real atomics: build guests with
@@ -48,6 +49,7 @@ const TAIL: usize = 128;
 const CONSUMER_ASLEEP: usize = 192;
 const PRODUCER_ASLEEP: usize = 256;
 const CLOSED: usize = 320;
+const ATTACHED: usize = 384;
 /// Where the slots start.
 pub const HEADER: usize = 4096;
 
@@ -209,7 +211,14 @@ impl<'a> Producer<'a> {
             slot_size,
         };
         shared.check_geometry()?;
-        for offset in [HEAD, TAIL, CONSUMER_ASLEEP, PRODUCER_ASLEEP, CLOSED] {
+        for offset in [
+            HEAD,
+            TAIL,
+            CONSUMER_ASLEEP,
+            PRODUCER_ASLEEP,
+            CLOSED,
+            ATTACHED,
+        ] {
             shared.word(offset)?.store(0, Ordering::Relaxed);
         }
         shared.word(SLOTS)?.store(slots, Ordering::Relaxed);
@@ -229,6 +238,30 @@ impl<'a> Producer<'a> {
     pub fn with_transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
         self
+    }
+
+    /// Waits until a consumer has attached (or `timeout` passes), so that
+    /// a stream starts with both ends running.
+    ///
+    /// # Errors
+    ///
+    /// `ETIMEDOUT`, and host errors from sleeping.
+    pub fn wait_for_consumer(&self, timeout: Duration) -> Result<(), Errno> {
+        let s = &self.shared;
+        let attached = s.word(ATTACHED)?;
+        let mut left = timeout;
+        while attached.load(Ordering::SeqCst) == 0 {
+            if left.is_zero() {
+                return Err(Errno::TIMEDOUT);
+            }
+            let nap = left.min(NAP);
+            match s.seg.wait32(s.base + ATTACHED as u64, 0, Some(nap)) {
+                Ok(()) | Err(Errno::AGAIN) | Err(Errno::TIMEDOUT) => {}
+                Err(e) => return Err(e),
+            }
+            left = left.saturating_sub(nap);
+        }
+        Ok(())
     }
 
     /// The largest message [`send`](Producer::send) takes.
@@ -304,6 +337,8 @@ impl<'a> Consumer<'a> {
     /// producer has created it.
     pub fn attach(seg: &'a Segment, win: &'a Window, base: u64) -> Result<Consumer<'a>, Errno> {
         let shared = Shared::open(seg, win, base)?;
+        shared.word(ATTACHED)?.store(1, Ordering::SeqCst);
+        seg.notify(base + ATTACHED as u64, u32::MAX)?;
         let tail = shared.word(TAIL)?.load(Ordering::Acquire);
         Ok(Consumer {
             shared,

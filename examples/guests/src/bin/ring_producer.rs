@@ -23,6 +23,9 @@ fn run(name: &str, total: u64, msg: usize, transport: Transport) -> Result<u64, 
     let seg = Segment::create(name, len)?;
     let win = seg.map(0..len, Prot::ReadWrite)?;
     let mut tx = Producer::create(&seg, &win, 0, (msg + 4).next_multiple_of(8))?.with_transport(transport);
+    // Start streaming once the consumer is there, so its timing covers a
+    // real stream rather than draining a ring filled in advance.
+    tx.wait_for_consumer(std::time::Duration::from_secs(120))?;
     let mut buf = vec![0x5au8; msg];
     let count = total / msg as u64;
     for i in 0..count {

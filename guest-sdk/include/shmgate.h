@@ -104,6 +104,16 @@ int64_t shmgate_wait32(int32_t handle, int64_t offset, int32_t expected, int64_t
 SHMGATE_IMPORT(notify)
 int64_t shmgate_notify(int32_t handle, int64_t offset, uint32_t count);
 
+/* Atomic operations on the shared u32 at segment offset, done by the host
+ * (for guests built without wasm atomics); return the old value. */
+#define SHMGATE_ATOMIC_LOAD 0
+#define SHMGATE_ATOMIC_STORE 1
+#define SHMGATE_ATOMIC_FETCH_ADD 2
+#define SHMGATE_ATOMIC_SWAP 3
+#define SHMGATE_ATOMIC_COMPARE_EXCHANGE 4
+SHMGATE_IMPORT(atomic32)
+int64_t shmgate_atomic32(int32_t handle, int64_t offset, int32_t op, uint32_t operand, uint32_t expected);
+
 #undef SHMGATE_IMPORT
 
 #ifdef __cplusplus

@@ -40,10 +40,12 @@ pub use raw::{Prot, Window};
 use shmgate_core::ShmName;
 
 /// Whether this guest was built with wasm atomics
-/// (`-C target-feature=+atomics,+bulk-memory`). Without them, atomic
-/// read-modify-write operations on a [`Window`] are not atomic across
-/// processes, and `SeqCst` orderings are not fenced; [`ring`] then relies on
-/// `wait32` timeouts to recover from a missed wake-up.
+/// (`-C target-feature=+atomics,+bulk-memory`). Without them,
+/// `Window::atomic_u32` read-modify-writes are not atomic across processes
+/// and `SeqCst` orderings are not fenced; `Window::fetch_add_u32` and its
+/// siblings then fall back to the host's `atomic32` (a host call, equally
+/// atomic), and [`ring`] relies on `wait32` timeouts to recover from a
+/// missed wake-up.
 pub const HAS_ATOMICS: bool = cfg!(target_feature = "atomics");
 pub use shmgate_core::{Errno, Mode, OFlags};
 

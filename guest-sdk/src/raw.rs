@@ -44,6 +44,14 @@ mod imports {
         ) -> i64;
         #[link_name = "notify"]
         pub(super) fn shmgate_notify(handle: i32, offset: i64, count: i32) -> i64;
+        #[link_name = "atomic32"]
+        pub(super) fn shmgate_atomic32(
+            handle: i32,
+            offset: i64,
+            op: i32,
+            operand: i32,
+            expected: i32,
+        ) -> i64;
     }
 }
 
@@ -83,6 +91,9 @@ mod imports {
         NOSYS
     }
     pub(super) unsafe fn shmgate_notify(_: i32, _: i64, _: i32) -> i64 {
+        NOSYS
+    }
+    pub(super) unsafe fn shmgate_atomic32(_: i32, _: i64, _: i32, _: i32, _: i32) -> i64 {
         NOSYS
     }
 }
@@ -195,6 +206,42 @@ pub struct Window {
     addr: usize,
     len: usize,
     writable: bool,
+    /// The segment's handle and the window's offset in it, for the
+    /// host-side atomics used when the guest has no wasm atomics.
+    handle: u32,
+    segment_offset: i64,
+}
+
+/// `atomic32`'s operations.
+#[cfg_attr(target_feature = "atomics", allow(dead_code))]
+#[derive(Clone, Copy)]
+enum HostAtomic {
+    Store = 1,
+    FetchAdd = 2,
+    Swap = 3,
+    CompareExchange = 4,
+}
+
+/// `atomic32`: the old value.
+#[cfg_attr(target_feature = "atomics", allow(dead_code))]
+fn host_atomic(
+    handle: u32,
+    offset: i64,
+    op: HostAtomic,
+    operand: u32,
+    expected: u32,
+) -> Result<u32, Errno> {
+    // SAFETY: integers only; the host does the atomic operation on its own
+    // mapping of the segment.
+    decode(unsafe {
+        imports::shmgate_atomic32(
+            handle as i32,
+            offset,
+            op as i32,
+            operand as i32,
+            expected as i32,
+        )
+    })
 }
 
 impl Window {
@@ -212,6 +259,8 @@ impl Window {
             addr,
             len,
             writable: prot == Prot::ReadWrite,
+            handle,
+            segment_offset: offset,
         })
     }
 
@@ -269,6 +318,117 @@ impl Window {
         let addr = self.check(offset, 8, 8)?;
         // SAFETY: as in `atomic_u32`.
         Ok(unsafe { core::sync::atomic::AtomicU64::from_ptr(addr as *mut u64) })
+    }
+
+    /// The segment offset of window byte `offset`, after the checks of a
+    /// write to the `u32` there.
+    #[cfg_attr(target_feature = "atomics", allow(dead_code))]
+    fn host_word(&self, offset: usize) -> Result<i64, Errno> {
+        if !self.writable {
+            return Err(Errno::ACCES);
+        }
+        self.check(offset, 4, 4)?;
+        let offset = i64::try_from(offset).map_err(|_| Errno::OVERFLOW)?;
+        self.segment_offset
+            .checked_add(offset)
+            .ok_or(Errno::OVERFLOW)
+    }
+
+    /// Atomically adds `value` to the `u32` at `offset`; returns the old
+    /// value. With wasm atomics this is one instruction; without, a host
+    /// call (`atomic32`) that is just as atomic, across processes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Window::atomic_u32`]; without wasm atomics also the host's
+    /// (`EBADF` once the segment's handle is closed).
+    pub fn fetch_add_u32(&self, offset: usize, value: u32) -> Result<u32, Errno> {
+        #[cfg(target_feature = "atomics")]
+        return Ok(self
+            .atomic_u32(offset)?
+            .fetch_add(value, core::sync::atomic::Ordering::SeqCst));
+        #[cfg(not(target_feature = "atomics"))]
+        return host_atomic(
+            self.handle,
+            self.host_word(offset)?,
+            HostAtomic::FetchAdd,
+            value,
+            0,
+        );
+    }
+
+    /// Atomically replaces the `u32` at `offset` with `value`; returns the
+    /// old value. As [`Window::fetch_add_u32`] without wasm atomics.
+    ///
+    /// # Errors
+    ///
+    /// As [`Window::fetch_add_u32`].
+    pub fn swap_u32(&self, offset: usize, value: u32) -> Result<u32, Errno> {
+        #[cfg(target_feature = "atomics")]
+        return Ok(self
+            .atomic_u32(offset)?
+            .swap(value, core::sync::atomic::Ordering::SeqCst));
+        #[cfg(not(target_feature = "atomics"))]
+        return host_atomic(
+            self.handle,
+            self.host_word(offset)?,
+            HostAtomic::Swap,
+            value,
+            0,
+        );
+    }
+
+    /// Atomically stores `value` at `offset` (sequentially consistent).
+    ///
+    /// # Errors
+    ///
+    /// As [`Window::fetch_add_u32`].
+    pub fn store_u32(&self, offset: usize, value: u32) -> Result<(), Errno> {
+        #[cfg(target_feature = "atomics")]
+        return {
+            self.atomic_u32(offset)?
+                .store(value, core::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        };
+        #[cfg(not(target_feature = "atomics"))]
+        return host_atomic(
+            self.handle,
+            self.host_word(offset)?,
+            HostAtomic::Store,
+            value,
+            0,
+        )
+        .map(drop);
+    }
+
+    /// Atomically stores `new` at `offset` if it holds `current`:
+    /// `Ok(Ok(current))` if it did, `Ok(Err(actual))` if not.
+    ///
+    /// # Errors
+    ///
+    /// As [`Window::fetch_add_u32`].
+    pub fn compare_exchange_u32(
+        &self,
+        offset: usize,
+        current: u32,
+        new: u32,
+    ) -> Result<Result<u32, u32>, Errno> {
+        #[cfg(target_feature = "atomics")]
+        return Ok(self.atomic_u32(offset)?.compare_exchange(
+            current,
+            new,
+            core::sync::atomic::Ordering::SeqCst,
+            core::sync::atomic::Ordering::SeqCst,
+        ));
+        #[cfg(not(target_feature = "atomics"))]
+        return host_atomic(
+            self.handle,
+            self.host_word(offset)?,
+            HostAtomic::CompareExchange,
+            new,
+            current,
+        )
+        .map(|old| if old == current { Ok(old) } else { Err(old) });
     }
 
     /// An atomic load of the `u32` at `offset`, also on read-only windows.

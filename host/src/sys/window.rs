@@ -514,3 +514,39 @@ pub(crate) fn guest_bytes_and_data<'a, T: 'static>(
     let bytes = unsafe { std::slice::from_raw_parts_mut(base.add(start), len) };
     Ok((bytes, caller.data_mut()))
 }
+
+/// A host mapping of segment pages that host code itself touches (the
+/// `atomic32` fallback for guests without wasm atomics), registered like a
+/// window: if the segment shrinks under it, the signal handler keeps the
+/// access from killing the process (it lands in private pages instead).
+#[derive(Debug)]
+pub(crate) struct GuardedMapping {
+    raw: super::RawMapping,
+}
+
+impl GuardedMapping {
+    /// `mmap`s `len` bytes of `fd` at `offset`, shared, and registers them.
+    pub(crate) fn new(
+        fd: BorrowedFd<'_>,
+        offset: u64,
+        len: usize,
+        writable: bool,
+    ) -> Result<GuardedMapping, Errno> {
+        let raw = super::mmap(fd, offset, len, writable)?;
+        register(raw.as_ptr() as usize, len, writable)?;
+        Ok(GuardedMapping { raw })
+    }
+
+    /// The mapping, for its atomics.
+    pub(crate) fn raw(&self) -> &super::RawMapping {
+        &self.raw
+    }
+}
+
+impl Drop for GuardedMapping {
+    fn drop(&mut self) {
+        // Forget it before `raw` unmaps it.
+        let start = self.raw.as_ptr() as usize;
+        unregister_range(start, start + 1);
+    }
+}

@@ -10,7 +10,7 @@ use shmgate_core::{Errno, Mode, OFlags};
 
 use super::policy::{HANDLES_LIMIT, ShmPolicy};
 use crate::segment::{Identity, open_shared, unlink_if_same};
-use crate::sys::{self, RawMapping};
+use crate::sys::{self, window::GuardedMapping};
 use crate::{Segment, unlink};
 
 /// Window offsets and lengths are multiples of the wasm page size.
@@ -43,7 +43,7 @@ pub struct ShmCtx {
     /// Host mappings of the pages `wait32`/`notify` used last, by
     /// `(handle, page offset)`; at most [`FUTEX_PAGES`], so a guest cannot
     /// make the host exhaust its mappings (`vm.max_map_count`).
-    futex_pages: HashMap<(i32, u64), RawMapping>,
+    futex_pages: HashMap<(i32, u64), GuardedMapping>,
     interrupt: Arc<AtomicBool>,
 }
 
@@ -307,7 +307,7 @@ impl ShmCtx {
 
     /// The shared word at `offset` of the handle's segment, through a host
     /// mapping of its page (kept until the handle closes).
-    fn futex_word(&mut self, handle: i32, offset: i64) -> Result<(&RawMapping, usize), Errno> {
+    fn futex_word(&mut self, handle: i32, offset: i64) -> Result<(&sys::RawMapping, usize), Errno> {
         let entry = self.table.get(handle)?;
         let offset = u64::try_from(offset).map_err(|_| Errno::INVAL)?;
         if offset % 4 != 0 {
@@ -328,17 +328,19 @@ impl ShmCtx {
                 self.futex_pages.remove(&victim);
             }
         }
-        // The whole page, even past the end of the segment: only the
-        // kernel's futex code touches it (which reports EFAULT rather than
-        // raising SIGBUS), and the bounds were checked against the size now.
+        // The whole page, even past the end of the segment: the bounds were
+        // checked against the size now, and a segment shrunk later is the
+        // signal handler's (the mapping is registered like a window).
+        // Writable for handles opened RDWR, for `atomic32`.
+        let writable = entry.writable;
         let mapping = match self.futex_pages.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
                 let fd = std::os::fd::AsFd::as_fd(&entry.seg);
-                e.insert(sys::mmap(fd, page_start, page, false)?)
+                e.insert(GuardedMapping::new(fd, page_start, page, writable)?)
             }
         };
-        Ok((&*mapping, within))
+        Ok((mapping.raw(), within))
     }
 
     /// `wait32`: blocks while the shared word at `offset` holds `expected`,
@@ -378,6 +380,43 @@ impl ShmCtx {
         let (mapping, within) = self.futex_word(handle, offset)?;
         let word = mapping.atomic_u32(within)?;
         sys::futex_wake(word, (count as u32).min(i32::MAX as u32))
+    }
+
+    /// `atomic32`: an atomic operation on the shared `u32` at `offset`,
+    /// done by the host for guests built without wasm atomics. Returns the
+    /// old value (0 for a store). `op`: 0 load, 1 store, 2 fetch-add,
+    /// 3 swap, 4 compare-exchange (stores `operand` if the value was
+    /// `expected`).
+    pub(crate) fn atomic32(
+        &mut self,
+        handle: i32,
+        offset: i64,
+        op: i32,
+        operand: i32,
+        expected: i32,
+    ) -> Result<u32, Errno> {
+        if !(0..=4).contains(&op) {
+            return Err(Errno::INVAL);
+        }
+        if op != 0 && !self.table.get(handle)?.writable {
+            return Err(Errno::BADF);
+        }
+        let (mapping, within) = self.futex_word(handle, offset)?;
+        let word = mapping.atomic_u32(within)?;
+        let (operand, expected) = (operand as u32, expected as u32);
+        Ok(match op {
+            0 => word.load(Ordering::SeqCst),
+            1 => {
+                word.store(operand, Ordering::SeqCst);
+                0
+            }
+            2 => word.fetch_add(operand, Ordering::SeqCst),
+            3 => word.swap(operand, Ordering::SeqCst),
+            _ => match word.compare_exchange(expected, operand, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(old) | Err(old) => old,
+            },
+        })
     }
 
     /// `size`.

@@ -16,6 +16,7 @@
 //! unmap(addr: i32, len: i32) -> i64
 //! wait32(handle: i32, offset: i64, expected: i32, timeout_ns: i64) -> i64 ; 0 woken
 //! notify(handle: i32, offset: i64, count: i32) -> i64                 ; number woken
+//! atomic32(handle: i32, offset: i64, op: i32, operand: i32, expected: i32) -> i64 ; old value
 //! ```
 //!
 //! Windows (`map`) need an engine set up with [`configure`]; see
@@ -238,6 +239,18 @@ pub fn add_to_linker<T: 'static>(
                     .wait32(handle, offset, expected, timeout_ns)
                     .map(|()| 0),
             )
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "atomic32",
+        move |mut caller: Caller<'_, T>,
+              handle: i32,
+              offset: i64,
+              op: i32,
+              operand: i32,
+              expected: i32| {
+            wire(get(caller.data_mut()).atomic32(handle, offset, op, operand, expected))
         },
     )?;
     linker.func_wrap(

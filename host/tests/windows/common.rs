@@ -21,7 +21,18 @@ pub(crate) const GUEST: &str = r#"(module
   (import "shmgate_v1" "unmap" (func $unmap (param i32 i32) (result i64)))
   (import "shmgate_v1" "wait32" (func $wait32 (param i32 i64 i32 i64) (result i64)))
   (import "shmgate_v1" "notify" (func $notify (param i32 i64 i32) (result i64)))
+  (import "shmgate_v1" "atomic32" (func $atomic32 (param i32 i64 i32 i32 i32) (result i64)))
   (memory (export "memory") 1 1000)
+  (func (export "atomic32") (param i32 i64 i32 i32 i32) (result i64)
+    (call $atomic32 (local.get 0) (local.get 1) (local.get 2) (local.get 3) (local.get 4)))
+  (func (export "host_add_loop") (param $h i32) (param $off i64) (param $n i32) (result i64)
+    (block $done
+      (loop $again
+        (br_if $done (i32.eqz (local.get $n)))
+        (drop (call $atomic32 (local.get $h) (local.get $off) (i32.const 2) (i32.const 1) (i32.const 0)))
+        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+        (br $again)))
+    (call $atomic32 (local.get $h) (local.get $off) (i32.const 0) (i32.const 0) (i32.const 0)))
   (func (export "open") (param i32 i32 i32 i32) (result i64)
     (call $open (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
   (func (export "close") (param i32) (result i64) (call $close (local.get 0)))

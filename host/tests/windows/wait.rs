@@ -145,3 +145,46 @@ fn futex_pages_are_bounded_and_follow_growth() {
     drop(g);
     assert_eq!(maps_of_segment(), 0);
 }
+
+/// `atomic32`, the host-side atomics for guests built without wasm
+/// atomics: real read-modify-writes on the shared word, so two stores
+/// adding concurrently lose nothing, and they agree with native atomics.
+#[test]
+fn host_side_atomics() {
+    init();
+    let ns = Ns::new();
+    let seg = OpenOptions::new()
+        .size(PAGE as u64)
+        .open_owned(ns.name("a"))
+        .unwrap();
+    let map = seg.map().unwrap();
+    let grant = policy(&ns).build().unwrap();
+    let adder = std::thread::spawn(move || {
+        let mut g = Guest::new(grant);
+        let h = g.open("a", 1);
+        assert!(h >= 0, "open: {h}");
+        g.call::<(i32, i64, i32), i64>("host_add_loop", (h as i32, 64, 20_000))
+    });
+    let mut g = Guest::new(policy(&ns).build().unwrap());
+    let h = g.open("a", 1) as i32;
+    let last = g.call::<(i32, i64, i32), i64>("host_add_loop", (h, 64, 20_000));
+    let other = adder.join().unwrap();
+    assert!(last >= 20_000 && other >= 20_000, "{last} {other}");
+    assert_eq!(map.atomic_u32(64).unwrap().load(Ordering::SeqCst), 40_000);
+
+    let op = |g: &mut Guest, h: i32, offset: i64, op: i32, operand: i32, expected: i32| {
+        g.call::<(i32, i64, i32, i32, i32), i64>("atomic32", (h, offset, op, operand, expected))
+    };
+    assert_eq!(op(&mut g, h, 8, 1, 7, 0), 0); // store 7
+    assert_eq!(op(&mut g, h, 8, 3, 9, 0), 7); // swap -> 9
+    assert_eq!(op(&mut g, h, 8, 4, 11, 5), 9); // cmpxchg fails (9 != 5)
+    assert_eq!(op(&mut g, h, 8, 4, 11, 9), 9); // cmpxchg succeeds
+    assert_eq!(op(&mut g, h, 8, 0, 0, 0), 11);
+    assert_eq!(map.atomic_u32(8).unwrap().load(Ordering::SeqCst), 11);
+    assert_eq!(op(&mut g, h, 8, 5, 0, 0), Errno::INVAL.to_wire());
+    assert_eq!(op(&mut g, h, 6, 0, 0, 0), Errno::INVAL.to_wire());
+    assert_eq!(op(&mut g, h, PAGE as i64, 0, 0, 0), Errno::NXIO.to_wire());
+    let ro = g.open("a", 0) as i32;
+    assert_eq!(op(&mut g, ro, 8, 0, 0, 0), 11);
+    assert_eq!(op(&mut g, ro, 8, 2, 1, 0), Errno::BADF.to_wire());
+}

@@ -73,6 +73,33 @@ impl OFlags {
         OFlags(bits).validate()
     }
 
+    /// The flags an `OpenOptions`-style builder stands for: `RDWR` if
+    /// `read_write`, `CREATE` if `create` or `create_new`, `EXCL` if
+    /// `create_new`, `TRUNC` if `truncate`. Not validated (see
+    /// [`OFlags::validate`]). The host's and the guest SDK's `OpenOptions`
+    /// both use it.
+    ///
+    /// ```
+    /// use shmgate_core::OFlags;
+    /// assert_eq!(OFlags::from_options(true, false, true, false), OFlags::RDWR | OFlags::CREATE | OFlags::EXCL);
+    /// ```
+    pub const fn from_options(
+        read_write: bool,
+        create: bool,
+        create_new: bool,
+        truncate: bool,
+    ) -> OFlags {
+        const fn bit(on: bool, flag: OFlags) -> u32 {
+            if on { flag.0 } else { 0 }
+        }
+        OFlags(
+            bit(read_write, OFlags::RDWR)
+                | bit(create || create_new, OFlags::CREATE)
+                | bit(create_new, OFlags::EXCL)
+                | bit(truncate, OFlags::TRUNC),
+        )
+    }
+
     /// The wire value.
     pub const fn bits(self) -> u32 {
         self.0

@@ -130,21 +130,8 @@ impl OpenOptions {
     ///
     /// `EINVAL` for `truncate` without `read_write`.
     pub fn flags(&self) -> Result<OFlags, Errno> {
-        let mut flags = if self.read_write {
-            OFlags::RDWR
-        } else {
-            OFlags::RDONLY
-        };
-        for (on, flag) in [
-            (self.create || self.create_new, OFlags::CREATE),
-            (self.create_new, OFlags::EXCL),
-            (self.truncate, OFlags::TRUNC),
-        ] {
-            if on {
-                flags = flags | flag;
-            }
-        }
-        flags.validate()
+        OFlags::from_options(self.read_write, self.create, self.create_new, self.truncate)
+            .validate()
     }
 }
 

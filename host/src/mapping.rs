@@ -104,13 +104,7 @@ impl Mapping {
     /// read-only mapping (a store would fault), where
     /// [`load_u32`](Mapping::load_u32) still works.
     pub fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32, Error> {
-        if !self.is_writable() {
-            return Err(Error::new(
-                Op::Write,
-                &self.name,
-                shmgate_core::Errno::ACCES,
-            ));
-        }
+        self.require_writable()?;
         self.raw
             .atomic_u32(offset)
             .map_err(|e| Error::new(Op::Write, &self.name, e))
@@ -122,16 +116,23 @@ impl Mapping {
     ///
     /// As [`atomic_u32`](Mapping::atomic_u32), with 8-byte alignment.
     pub fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64, Error> {
-        if !self.is_writable() {
-            return Err(Error::new(
-                Op::Write,
-                &self.name,
-                shmgate_core::Errno::ACCES,
-            ));
-        }
+        self.require_writable()?;
         self.raw
             .atomic_u64(offset)
             .map_err(|e| Error::new(Op::Write, &self.name, e))
+    }
+
+    /// `EACCES` for a read-only mapping, where a store would fault.
+    fn require_writable(&self) -> Result<(), Error> {
+        if self.is_writable() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                Op::Write,
+                &self.name,
+                shmgate_core::Errno::ACCES,
+            ))
+        }
     }
 
     /// An atomic load of the `u32` at `offset`, also on read-only mappings.

@@ -373,21 +373,7 @@ impl OpenOptions {
 
     /// The portable flags these options stand for.
     pub fn flags(&self) -> OFlags {
-        let mut flags = if self.read_write {
-            OFlags::RDWR
-        } else {
-            OFlags::RDONLY
-        };
-        for (on, flag) in [
-            (self.create || self.create_new, OFlags::CREATE),
-            (self.create_new, OFlags::EXCL),
-            (self.truncate, OFlags::TRUNC),
-        ] {
-            if on {
-                flags = flags | flag;
-            }
-        }
-        flags
+        OFlags::from_options(self.read_write, self.create, self.create_new, self.truncate)
     }
 
     /// Opens `name` with these options. If a size is set and sizing fails,

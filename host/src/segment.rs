@@ -195,11 +195,9 @@ impl Segment {
     /// `pwrite` errors.
     #[doc(alias = "pwrite")]
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<usize, Error> {
-        let len = self
-            .len()
-            .map_err(|e| Error::new(Op::Write, &self.name, e.errno()))?;
-        let room = usize::try_from(len.saturating_sub(offset)).unwrap_or(usize::MAX);
-        let n = buf.len().min(room);
+        let n = self
+            .write_room(offset, buf.len())
+            .map_err(self.err(Op::Write))?;
         if n == 0 {
             // Nothing fits; still refuse a write to a read-only segment.
             return if self.writable {
@@ -209,6 +207,14 @@ impl Segment {
             };
         }
         sys::pwrite(self.fd.as_fd(), &buf[..n], offset).map_err(self.err(Op::Write))
+    }
+
+    /// How many of `want` bytes a write at `offset` may write: what fits
+    /// below the current size (`fstat`), so writes never grow the segment.
+    pub(crate) fn write_room(&self, offset: u64, want: usize) -> Result<usize, Errno> {
+        let len = sys::fstat(self.fd.as_fd())?.len;
+        let room = usize::try_from(len.saturating_sub(offset)).unwrap_or(usize::MAX);
+        Ok(want.min(room))
     }
 
     /// Reads exactly `buf.len()` bytes at `offset`.

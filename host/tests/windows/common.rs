@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use shmgate_host::wasm::{ShmCtx, ShmMemoryCreator, ShmPolicy, add_to_linker, configure};
 use wasmtime::{
-    Config, Engine, Instance, Linker, Memory, Module, Store, TypedFunc, WasmParams, WasmResults,
+    Config, Engine, Extern, Instance, Linker, Memory, Module, SharedMemory, Store, TypedFunc,
+    WasmParams, WasmResults,
 };
 
 /// The test guest: every `shmgate_v1` import re-exported as is, plus raw
@@ -22,7 +23,7 @@ pub(crate) const GUEST: &str = r#"(module
   (import "shmgate_v1" "wait32" (func $wait32 (param i32 i64 i32 i64) (result i64)))
   (import "shmgate_v1" "notify" (func $notify (param i32 i64 i32) (result i64)))
   (import "shmgate_v1" "atomic32" (func $atomic32 (param i32 i64 i32 i32 i32) (result i64)))
-  (memory (export "memory") 1 1000)
+  (memory (export "memory") 1 1000 shared)
   (func (export "atomic32") (param i32 i64 i32 i32 i32) (result i64)
     (call $atomic32 (local.get 0) (local.get 1) (local.get 2) (local.get 3) (local.get 4)))
   (func (export "host_add_loop") (param $h i32) (param $off i64) (param $n i32) (result i64)
@@ -117,7 +118,44 @@ impl Drop for Ns {
 pub(crate) struct Guest {
     pub(crate) store: Store<Host>,
     pub(crate) instance: Instance,
-    pub(crate) memory: Memory,
+    pub(crate) memory: Mem,
+}
+
+/// The guest's memory: shared (windows need that) or, in the tests that
+/// check windows are refused elsewhere, local.
+pub(crate) enum Mem {
+    Local(Memory),
+    Shared(SharedMemory),
+}
+
+impl Mem {
+    /// Its size in wasm pages.
+    pub(crate) fn size(&self, store: &Store<Host>) -> u64 {
+        match self {
+            Mem::Local(m) => m.size(store),
+            Mem::Shared(m) => m.size(),
+        }
+    }
+
+    /// Writes `bytes` at guest address `offset`.
+    pub(crate) fn write(&self, store: &mut Store<Host>, offset: usize, bytes: &[u8]) {
+        match self {
+            Mem::Local(m) => m.write(store, offset, bytes).unwrap(),
+            Mem::Shared(m) => {
+                let cells = &m.data()[offset..offset + bytes.len()];
+                for (cell, &b) in cells.iter().zip(bytes) {
+                    // SAFETY: the cell is in bounds of the live memory and
+                    // no wasm runs on this thread while we write it.
+                    unsafe { *cell.get() = b };
+                }
+            }
+        }
+    }
+}
+
+/// [`GUEST`] with a local (non-shared) memory.
+pub(crate) fn local_guest() -> String {
+    GUEST.replace(" 1 1000 shared)", " 1 1000)")
 }
 
 impl Guest {
@@ -138,7 +176,11 @@ impl Guest {
         let instance = linker
             .instantiate(&mut store, &module)
             .expect("instantiate");
-        let memory = instance.get_memory(&mut store, "memory").unwrap();
+        let memory = match instance.get_export(&mut store, "memory") {
+            Some(Extern::SharedMemory(m)) => Mem::Shared(m),
+            Some(Extern::Memory(m)) => Mem::Local(m),
+            _ => panic!("the test guest exports its memory"),
+        };
         Guest {
             store,
             instance,
@@ -158,9 +200,7 @@ impl Guest {
 
     /// Opens `name` (written at guest address 0) with `flags`.
     pub(crate) fn open(&mut self, name: &str, flags: i32) -> i64 {
-        self.memory
-            .write(&mut self.store, 0, name.as_bytes())
-            .unwrap();
+        self.memory.write(&mut self.store, 0, name.as_bytes());
         self.call("open", (0, name.len() as i32, flags, 0o600))
     }
 

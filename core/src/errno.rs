@@ -97,6 +97,7 @@ errnos! {
     NOSPC = 28, "ENOSPC", "no space left on device";
     SPIPE = 29, "ESPIPE", "illegal seek";
     ROFS = 30, "EROFS", "read-only file system";
+    PIPE = 32, "EPIPE", "broken pipe";
     RANGE = 34, "ERANGE", "numerical result out of range";
     NAMETOOLONG = 36, "ENAMETOOLONG", "file name too long";
     NOSYS = 38, "ENOSYS", "function not implemented";
@@ -209,6 +210,7 @@ mod tests {
             (Errno::NOSPC, 28, "ENOSPC"),
             (Errno::SPIPE, 29, "ESPIPE"),
             (Errno::ROFS, 30, "EROFS"),
+            (Errno::PIPE, 32, "EPIPE"),
             (Errno::RANGE, 34, "ERANGE"),
             (Errno::NAMETOOLONG, 36, "ENAMETOOLONG"),
             (Errno::NOSYS, 38, "ENOSYS"),

@@ -40,6 +40,7 @@ pub mod mode;
 pub mod name;
 pub mod oflags;
 pub mod path;
+pub mod ring;
 
 pub use errno::Errno;
 pub use mode::Mode;

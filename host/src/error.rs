@@ -24,6 +24,8 @@ pub enum Op {
     Write,
     /// [`Segment::map`](crate::Segment::map).
     Map,
+    /// A [`ring`](crate::ring) operation on a mapping of the segment.
+    Ring,
 }
 
 impl Op {
@@ -37,6 +39,7 @@ impl Op {
             Op::Read => "read",
             Op::Write => "write",
             Op::Map => "map",
+            Op::Ring => "ring",
         }
     }
 }

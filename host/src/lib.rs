@@ -41,6 +41,7 @@
 
 mod error;
 pub mod mapping;
+pub mod ring;
 mod segment;
 mod sys;
 #[cfg(feature = "wasmtime")]

@@ -61,6 +61,11 @@ impl Mapping {
         Mapping { raw, name }
     }
 
+    /// The name the segment was opened by, for errors.
+    pub(crate) fn name(&self) -> &Arc<[u8]> {
+        &self.name
+    }
+
     /// The mapped length in bytes.
     #[allow(clippy::len_without_is_empty)] // a mapping is never empty
     pub fn len(&self) -> usize {

@@ -339,5 +339,6 @@ pub(crate) fn futex_wake(word: &AtomicU32, count: u32) -> Result<usize, Errno> {
     futex::wake(word, futex::Flags::empty(), count).map_err(errno)
 }
 
+pub(crate) mod futex;
 #[cfg(any(feature = "wasmtime", shmgate_loom))]
 pub(crate) mod window;

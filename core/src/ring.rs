@@ -415,6 +415,12 @@ impl<M: RingMemory> Producer<M> {
         &self.mem
     }
 
+    /// The memory the ring lives in, to adjust how it is reached (not
+    /// where: the ring must stay in the same memory).
+    pub fn memory_mut(&mut self) -> &mut M {
+        &mut self.mem
+    }
+
     /// Publishes at least every `batch` messages (1: every message; at
     /// least 1).
     pub fn set_batch(&mut self, batch: u32) {
@@ -606,6 +612,12 @@ impl<M: RingMemory> Consumer<M> {
     /// The memory the ring lives in.
     pub fn memory(&self) -> &M {
         &self.mem
+    }
+
+    /// The memory the ring lives in, to adjust how it is reached (not
+    /// where: the ring must stay in the same memory).
+    pub fn memory_mut(&mut self) -> &mut M {
+        &mut self.mem
     }
 
     /// Waits for messages in `mode` from now on.

@@ -10,4 +10,5 @@ mod exchange;
 mod grants;
 mod ls;
 mod ring;
+mod ring_interop;
 mod rm;

@@ -5,7 +5,7 @@
 //!
 //! Usage (grant: create and windows): `ring_producer NAME TOTAL MSG window|host`
 
-use shmgate_example_guests::parse_size;
+use shmgate_example_guests::{FNV_START, fnv1a, parse_size};
 use shmgate_guest::ring::{self, Producer, Transport};
 use shmgate_guest::{Errno, Prot, Segment};
 
@@ -18,7 +18,7 @@ fn segment_len(msg: usize) -> u64 {
     len.next_multiple_of(64 << 10)
 }
 
-fn run(name: &str, total: u64, msg: usize, transport: Transport) -> Result<u64, Errno> {
+fn run(name: &str, total: u64, msg: usize, transport: Transport) -> Result<(u64, u64), Errno> {
     let len = segment_len(msg);
     let seg = Segment::create(name, len)?;
     let win = seg.map(0..len, Prot::ReadWrite)?;
@@ -28,15 +28,17 @@ fn run(name: &str, total: u64, msg: usize, transport: Transport) -> Result<u64, 
     tx.wait_for_consumer(std::time::Duration::from_secs(120))?;
     let mut buf = vec![0x5au8; msg];
     let count = total / msg as u64;
+    let mut sum = FNV_START;
     for i in 0..count {
         // The number at both ends, so the consumer checks both ends of
         // every copy.
         buf[..8].copy_from_slice(&i.to_le_bytes());
         buf[msg - 8..].copy_from_slice(&i.to_le_bytes());
         tx.send(&buf)?;
+        sum = fnv1a(sum, &buf);
     }
     tx.close()?;
-    Ok(count)
+    Ok((count, sum))
 }
 
 fn main() {
@@ -56,7 +58,7 @@ fn main() {
         std::process::exit(64);
     };
     match run(&name, total, msg, transport) {
-        Ok(n) => println!("ring_producer: sent {n} messages of {msg} bytes"),
+        Ok((n, sum)) => println!("ring_producer: sent {n} messages of {msg} bytes, fnv1a {sum:016x}"),
         Err(e) => {
             eprintln!("ring_producer: {e}");
             std::process::exit(1);

@@ -33,7 +33,7 @@ fn no_message_lost_or_duplicated_under_contention() {
         s.spawn(move || {
             for i in 0..N {
                 tx.send(&i.to_le_bytes()).unwrap();
-                if i >= ASLEEP_START && i % 50_000 == 0 {
+                if i >= ASLEEP_START && i.is_multiple_of(50_000) {
                     // Pause after a flush: the consumer drains and sleeps.
                     tx.flush().unwrap();
                     std::thread::sleep(Duration::from_millis(2));
@@ -49,7 +49,7 @@ fn no_message_lost_or_duplicated_under_contention() {
             assert_eq!(n, 8);
             let got = u64::from_le_bytes(buf[..8].try_into().unwrap());
             assert_eq!(got, next, "lost or duplicated");
-            if next < SLOW_END && next % 64 == 0 {
+            if next < SLOW_END && next.is_multiple_of(64) {
                 std::thread::sleep(Duration::from_micros(20));
             }
             next += 1;

@@ -46,9 +46,11 @@
 //! 3. **Batching.** [`Producer::send`] fills slots and publishes `head` only
 //!    per batch ([`Producer::set_batch`]), when the ring is full (before it
 //!    waits), when it sees the consumer asleep, on [`Producer::flush`] and
-//!    on [`Producer::close`]. The consumer hands `tail` back every
-//!    [`TAIL_BATCH`] messages and whenever it has drained what it saw, which
-//!    is always before it can sleep. So after `flush` or `close` every sent
+//!    on [`Producer::close`]. The consumer hands `tail` back fully (store,
+//!    fence, wake-up check) every [`TAIL_BATCH`] messages and always before
+//!    it can sleep; when it has drained what it saw it also stores `tail`
+//!    early, without the fence and the check, which only lets the producer
+//!    see room sooner. So after `flush` or `close` every sent
 //!    message is published, and a side never sleeps while the other holds
 //!    work that it has not published.
 //! 4. **No lost wake-up.** A side that found nothing to do sleeps like
@@ -501,7 +503,10 @@ impl<M: RingMemory> Producer<M> {
         let slot = self.geometry.slot_offset(self.head);
         // `len <= max_message() < slot_size`, a u32.
         let len32 = u32::try_from(len).map_err(|_| Errno::INVAL)?;
-        self.mem.store(slot, len32, Ordering::Relaxed)?;
+        // A plain copy, not an atomic store: a wasm atomic store is
+        // sequentially consistent (a fence on x86) whatever the ordering
+        // asked for. The `head` store publishes it (invariant 2).
+        self.mem.write(slot, &len32.to_le_bytes())?;
         fill(&self.mem, slot + LEN_PREFIX)?;
         self.head = self.head.wrapping_add(1);
         if self.head.wrapping_sub(self.published) >= self.batch
@@ -663,14 +668,22 @@ impl<M: RingMemory> Consumer<M> {
             return Ok(None);
         }
         let slot = self.geometry.slot_offset(self.tail);
-        let len = self.mem.load(slot, Ordering::Relaxed)? as usize;
+        let mut len = [0; LEN_PREFIX];
+        self.mem.read(slot, &mut len)?;
+        let len = u32::from_le_bytes(len) as usize;
         if len > self.geometry.max_message() {
             return Err(Errno::INVAL);
         }
         let r = take(&self.mem, slot + LEN_PREFIX, len)?;
         self.tail = self.tail.wrapping_add(1);
-        if self.tail == self.head_seen || self.tail.wrapping_sub(self.released) >= TAIL_BATCH {
+        if self.tail.wrapping_sub(self.released) >= TAIL_BATCH {
             self.release()?;
+        } else if self.tail == self.head_seen {
+            // Caught up: hand the slots back early with a plain store, no
+            // fence and no wake-up check (off the latency path). A producer
+            // that sleeps meanwhile is woken by the full release, which
+            // comes every TAIL_BATCH messages and before we wait.
+            self.mem.store(TAIL, self.tail, Ordering::Release)?;
         }
         Ok(Some(r))
     }

@@ -1,7 +1,7 @@
 //! Model-checks the ring protocol of `shmgate_core::ring` (the code both
 //! ends run) with loom: every interleaving of a producer and a consumer on
-//! a two-slot ring, with loom's atomics and `SeqCst` fences, payloads in
-//! loom cells (so a slot read before its write is published is a reported
+//! a two-slot ring, with loom's atomics and `SeqCst` fences, slots (length
+//! and payload) in loom cells (so a slot read before its write is published is a reported
 //! data race), and a futex built from loom's mutex and condition variable
 //! without timeouts (so a lost wake-up is a reported deadlock).
 //!
@@ -47,8 +47,8 @@ struct Futex {
 struct Mem {
     words: Vec<AtomicU32>,
     futexes: Vec<Futex>,
-    lens: Vec<AtomicU32>,
-    payloads: Vec<UnsafeCell<[u8; SLOT - LEN_PREFIX]>>,
+    /// Whole slots, length prefix included: loom checks every byte.
+    slots: Vec<UnsafeCell<[u8; SLOT]>>,
 }
 
 #[derive(Clone)]
@@ -65,10 +65,7 @@ impl Shared {
                     cond: Condvar::new(),
                 })
                 .collect(),
-            lens: (0..NSLOTS).map(|_| AtomicU32::new(0)).collect(),
-            payloads: (0..NSLOTS)
-                .map(|_| UnsafeCell::new([0; SLOT - LEN_PREFIX]))
-                .collect(),
+            slots: (0..NSLOTS).map(|_| UnsafeCell::new([0; SLOT])).collect(),
         }))
     }
 
@@ -77,23 +74,14 @@ impl Shared {
     }
 
     fn word(&self, offset: usize) -> Result<&AtomicU32, Errno> {
-        if offset >= HEADER {
-            let rel = offset - HEADER;
-            if !rel.is_multiple_of(SLOT) {
-                return Err(Errno::INVAL);
-            }
-            return self.0.lens.get(rel / SLOT).ok_or(Errno::INVAL);
-        }
         Ok(&self.0.words[Shared::index(offset)?])
     }
 
-    /// The slot and the range in its payload that `offset..offset + n` is.
+    /// The slot and the place in it that `offset..offset + n` is.
     fn payload(offset: usize, n: usize) -> Result<(usize, usize), Errno> {
-        let rel = offset
-            .checked_sub(HEADER + LEN_PREFIX)
-            .ok_or(Errno::INVAL)?;
+        let rel = offset.checked_sub(HEADER).ok_or(Errno::INVAL)?;
         let (slot, at) = (rel / SLOT, rel % SLOT);
-        if slot >= NSLOTS || at + n > SLOT - LEN_PREFIX {
+        if slot >= NSLOTS || at + n > SLOT {
             return Err(Errno::INVAL);
         }
         Ok((slot, at))
@@ -116,7 +104,7 @@ impl RingMemory for Shared {
     }
     fn write(&self, offset: usize, bytes: &[u8]) -> Result<(), Errno> {
         let (slot, at) = Shared::payload(offset, bytes.len())?;
-        self.0.payloads[slot].with_mut(|p| {
+        self.0.slots[slot].with_mut(|p| {
             // SAFETY: loom checks that this write does not race any other
             // access to the cell; that check is what this model is for.
             unsafe { (&mut *p)[at..at + bytes.len()].copy_from_slice(bytes) }
@@ -125,7 +113,7 @@ impl RingMemory for Shared {
     }
     fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), Errno> {
         let (slot, at) = Shared::payload(offset, buf.len())?;
-        self.0.payloads[slot].with(|p| {
+        self.0.slots[slot].with(|p| {
             // SAFETY: as in `write`: loom reports a racing access.
             buf.copy_from_slice(unsafe { &(&*p)[at..at + buf.len()] })
         });

@@ -28,6 +28,20 @@ pub fn fnv1a(mut state: u64, bytes: &[u8]) -> u64 {
     state
 }
 
+/// FNV-1a over little-endian `u64` words (the tail, if any, byte by
+/// byte): eight times fewer dependent multiplies than [`fnv1a`], so a
+/// checksum of every message does not cap a ring's message rate.
+pub fn fnv1a_words(mut state: u64, bytes: &[u8]) -> u64 {
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0; 8];
+        b.copy_from_slice(w);
+        state ^= u64::from_le_bytes(b);
+        state = state.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    fnv1a(state, words.remainder())
+}
+
 /// The FNV-1a offset basis.
 pub const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
 

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use shmgate_example_guests::{FNV_START, fnv1a, parse_size};
+use shmgate_example_guests::{FNV_START, fnv1a_words, parse_size};
 use shmgate_guest::ring::{Consumer, Transport};
 use shmgate_guest::{Errno, OpenOptions, Prot, Segment, Window};
 
@@ -42,7 +42,7 @@ fn run(name: &str, msg: usize, transport: Transport, timeout: Duration) -> Resul
     let mut start = None;
     let mut sum = FNV_START;
     while let Some(n) = rx.recv(&mut buf)? {
-        sum = fnv1a(sum, &buf[..n]);
+        sum = fnv1a_words(sum, &buf[..n]);
         start.get_or_insert_with(Instant::now);
         let seq = u64::from_le_bytes(buf[..8].try_into().map_err(|_| Errno::INVAL)?);
         let last = u64::from_le_bytes(buf[msg - 8..].try_into().map_err(|_| Errno::INVAL)?);
@@ -56,7 +56,7 @@ fn run(name: &str, msg: usize, transport: Transport, timeout: Duration) -> Resul
     let bytes = expected * msg as u64;
     Ok(format!(
         "ring_consumer: received {expected} messages ({bytes} bytes) in order, in {secs:.6} s: \
-         {:.1} MiB/s, {:.0} messages/s, fnv1a {sum:016x}",
+         {:.1} MiB/s, {:.0} messages/s, fnv1a-words {sum:016x}",
         bytes as f64 / secs / (1 << 20) as f64,
         expected as f64 / secs
     ))

@@ -5,7 +5,7 @@
 //!
 //! Usage (grant: create and windows): `ring_producer NAME TOTAL MSG window|host`
 
-use shmgate_example_guests::{FNV_START, fnv1a, parse_size};
+use shmgate_example_guests::{FNV_START, fnv1a_words, parse_size};
 use shmgate_guest::ring::{self, Producer, Transport};
 use shmgate_guest::{Errno, Prot, Segment};
 
@@ -35,7 +35,7 @@ fn run(name: &str, total: u64, msg: usize, transport: Transport) -> Result<(u64,
         buf[..8].copy_from_slice(&i.to_le_bytes());
         buf[msg - 8..].copy_from_slice(&i.to_le_bytes());
         tx.send(&buf)?;
-        sum = fnv1a(sum, &buf);
+        sum = fnv1a_words(sum, &buf);
     }
     tx.close()?;
     Ok((count, sum))
@@ -58,7 +58,7 @@ fn main() {
         std::process::exit(64);
     };
     match run(&name, total, msg, transport) {
-        Ok((n, sum)) => println!("ring_producer: sent {n} messages of {msg} bytes, fnv1a {sum:016x}"),
+        Ok((n, sum)) => println!("ring_producer: sent {n} messages of {msg} bytes, fnv1a-words {sum:016x}"),
         Err(e) => {
             eprintln!("ring_producer: {e}");
             std::process::exit(1);

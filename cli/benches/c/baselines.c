@@ -1,0 +1,140 @@
+/* Baselines for benches/ring.rs, built with the system C compiler in the
+ * same run: what the hardware allows between two processes.
+ *
+ *   baselines ring N     SPSC ring of 64-byte messages, 4096 slots, head and
+ *                        tail published every 64 messages; prints msg/s
+ *   baselines spin N     ping-pong over one shared cache line, spinning
+ *   baselines futex N    the same, the waiting side sleeping in the futex
+ *
+ * Ping-pongs print "p50 p99 p999" one-way nanoseconds (round trip / 2).
+ */
+#define _GNU_SOURCE
+#include <linux/futex.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SLOTS 4096
+#define BATCH 64
+
+struct ring {
+    _Alignas(64) _Atomic uint32_t head;
+    _Alignas(64) _Atomic uint32_t tail;
+    _Alignas(64) unsigned char slots[SLOTS][64];
+};
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + ts.tv_nsec;
+}
+
+static void *shared(size_t len) {
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) { perror("mmap"); exit(1); }
+    return p;
+}
+
+static int ring(uint32_t n) {
+    struct ring *r = shared(sizeof *r);
+    pid_t pid = fork();
+    if (pid == 0) { /* consumer */
+        uint32_t tail = 0, head = 0;
+        uint64_t sum = 0;
+        unsigned char msg[64];
+        while (tail != n) {
+            while (head == tail) head = atomic_load_explicit(&r->head, memory_order_acquire);
+            memcpy(msg, r->slots[tail % SLOTS], 64);
+            sum += msg[0];
+            tail++;
+            if (tail % BATCH == 0 || tail == head)
+                atomic_store_explicit(&r->tail, tail, memory_order_release);
+        }
+        _exit(sum == 0 && n > 256 ? 1 : 0);
+    }
+    double t0 = now();
+    uint32_t head = 0, tail = 0;
+    unsigned char msg[64];
+    memset(msg, 0x5a, 64);
+    while (head != n) {
+        while (head - tail >= SLOTS) tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+        msg[0] = (unsigned char)head | 1;
+        memcpy(r->slots[head % SLOTS], msg, 64);
+        head++;
+        if (head % BATCH == 0 || head == n)
+            atomic_store_explicit(&r->head, head, memory_order_release);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    double secs = now() - t0;
+    printf("%.0f\n", n / secs);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
+}
+
+static void fwait(_Atomic uint32_t *w, uint32_t v) {
+    syscall(SYS_futex, w, FUTEX_WAIT, v, NULL, NULL, 0);
+}
+static void fwake(_Atomic uint32_t *w) {
+    syscall(SYS_futex, w, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+
+static int cmp(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The parent stores odd values, the child answers with the next even one. */
+static int pingpong(uint32_t n, int block) {
+    _Atomic uint32_t *w = shared(4096);
+    pid_t pid = fork();
+    if (pid == 0) {
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t want = 2 * i + 1, v;
+            while ((v = atomic_load(w)) != want) {
+                if (block) fwait(w, v);
+            }
+            atomic_store(w, want + 1);
+            if (block) fwake(w);
+        }
+        _exit(0);
+    }
+    uint64_t *rtt = malloc(sizeof(uint64_t) * n);
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t t0 = now_ns();
+        uint32_t want = 2 * i + 2, v;
+        atomic_store(w, want - 1);
+        if (block) fwake(w);
+        while ((v = atomic_load(w)) != want) {
+            if (block) fwait(w, v);
+        }
+        rtt[i] = now_ns() - t0;
+    }
+    waitpid(pid, NULL, 0);
+    qsort(rtt, n, sizeof *rtt, cmp);
+    printf("%llu %llu %llu\n", (unsigned long long)rtt[n / 2] / 2,
+           (unsigned long long)rtt[(uint64_t)n * 99 / 100] / 2,
+           (unsigned long long)rtt[(uint64_t)n * 999 / 1000] / 2);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3) { fprintf(stderr, "usage: baselines ring|spin|futex N\n"); return 64; }
+    uint32_t n = (uint32_t)strtoul(argv[2], NULL, 10);
+    if (!strcmp(argv[1], "ring")) return ring(n);
+    if (!strcmp(argv[1], "spin")) return pingpong(n, 0);
+    if (!strcmp(argv[1], "futex")) return pingpong(n, 1);
+    return 64;
+}

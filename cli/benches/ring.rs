@@ -7,7 +7,9 @@
 //!   example ring guests);
 //! - latency, two processes, ping-pong (one-way = round trip / 2), every
 //!   sample kept and sorted for p50/p99/p99.9: C spin and C futex
-//!   baselines, the native ring spinning (`WaitMode::SPIN`) and blocking
+//!   baselines; native<->native, native<->guest (guest pong) and
+//!   guest<->guest (`ring_ping`/`ring_pong` guests, the ping guest timing
+//!   with its own clock), each spinning (`WaitMode::SPIN`) and blocking
 //!   (`WaitMode::BLOCK`).
 //!
 //! The configurations take turns, round after round, so a noisy neighbour
@@ -19,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use shmgate_guest_artifacts::{RING_CONSUMER, RING_PRODUCER};
+use shmgate_guest_artifacts::{RING_CONSUMER, RING_PING, RING_PONG, RING_PRODUCER};
 use shmgate_host::{OwnedSegment, Segment, ring};
 
 const SHMGATE: &str = env!("CARGO_BIN_EXE_shmgate");
@@ -153,18 +155,38 @@ fn guest_throughput() -> f64 {
         .unwrap_or_else(|| panic!("no rate in {report:?}"))
 }
 
-/// Native ping-pong over two rings (A: us to the child, B: back), each
-/// message published at once; one-way nanoseconds, sorted.
-fn native_pingpong(mode: &str) -> Vec<u64> {
-    let name = unique("ping");
+/// Ping-pong from this process over two rings (A: us to the other end,
+/// B: back), each message published at once, against a native pong (this
+/// binary re-run) or a guest pong (`shmgate run` of the `ring_pong`
+/// guest); one-way nanoseconds, sorted.
+fn native_pingpong(mode: &str, guest_pong: bool) -> Vec<u64> {
+    let ns = format!("{}.", unique("ping"));
+    let name = format!("{ns}ping");
     let seg: OwnedSegment = shmgate_host::OpenOptions::new()
         .size(128 << 10)
         .open_owned(&name)
         .unwrap();
     let map = seg.map().unwrap();
     let mut tx = ring::Producer::create(&map, 0..64 << 10, 16).unwrap();
-    let mut child = spawn_role(&["pong", &name, mode]);
-    tx.wait_for_consumer(Duration::from_secs(60)).unwrap();
+    let mut child = if guest_pong {
+        Command::new(SHMGATE)
+            .arg("run")
+            .args([
+                "--namespace",
+                &ns,
+                "--max-size",
+                "1MiB",
+                "--max-mapped",
+                "1MiB",
+            ])
+            .args([RING_PONG, "--", "ping", mode, "120"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    } else {
+        spawn_role(&["pong", &name, mode])
+    };
+    tx.wait_for_consumer(Duration::from_secs(120)).unwrap();
     let mut rx = loop {
         if let Ok(rx) = ring::Consumer::attach(&map, 64 << 10..128 << 10) {
             break rx;
@@ -189,6 +211,47 @@ fn native_pingpong(mode: &str) -> Vec<u64> {
     assert!(child.wait().unwrap().success(), "pong failed");
     samples.sort_unstable();
     samples
+}
+
+/// Guest ping to guest pong, two `shmgate run` processes; the ping guest
+/// measures with its own clock and prints the percentiles.
+fn guest_pingpong(mode: &str) -> [u64; 3] {
+    let ns = format!("{}.", unique("gping"));
+    let grant = [
+        "--namespace",
+        &ns,
+        "--max-size",
+        "1MiB",
+        "--max-mapped",
+        "1MiB",
+    ];
+    let pong = Command::new(SHMGATE)
+        .arg("run")
+        .args(grant)
+        .args([RING_PONG, "--", "ping", mode, "120"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ping = Command::new(SHMGATE)
+        .arg("run")
+        .args(grant)
+        .arg("--allow-create")
+        .args([RING_PING, "--", "ping", &ROUND_TRIPS.to_string(), mode])
+        .output()
+        .unwrap();
+    let ponged = pong.wait_with_output().unwrap();
+    let _ = shmgate_host::unlink(format!("{ns}ping"));
+    assert!(
+        ping.status.success() && ponged.status.success(),
+        "guest ping-pong failed"
+    );
+    let out = String::from_utf8_lossy(&ping.stdout);
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let num = |label: &str| -> u64 {
+        let i = words.iter().position(|w| *w == label).unwrap();
+        words[i + 1].parse().unwrap()
+    };
+    [num("p50"), num("p99"), num("p99.9")]
 }
 
 fn wait_mode(mode: &str) -> ring::WaitMode {
@@ -239,7 +302,7 @@ fn main() {
     let rounds = if full { ROUNDS } else { 1 };
     let c = build_c();
     let (mut c_ring, mut native, mut guest) = (Vec::new(), Vec::new(), Vec::new());
-    let mut lat: [Vec<[u64; 3]>; 4] = Default::default();
+    let mut lat: [Vec<[u64; 3]>; 8] = Default::default();
     for round in 0..rounds {
         c_ring.push(c_run(&c, "ring", MESSAGES).parse::<f64>().unwrap());
         native.push(native_throughput());
@@ -249,8 +312,11 @@ fn main() {
             let p: Vec<u64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
             lat[i].push([p[0], p[1], p[2]]);
         }
-        lat[2].push(percentiles(&native_pingpong("spin")));
-        lat[3].push(percentiles(&native_pingpong("block")));
+        for (i, mode) in ["spin", "block"].into_iter().enumerate() {
+            lat[2 + i].push(percentiles(&native_pingpong(mode, false)));
+            lat[4 + i].push(percentiles(&native_pingpong(mode, true)));
+            lat[6 + i].push(guest_pingpong(mode));
+        }
         eprintln!(
             "round {round}: C ring {:.1} M/s, native {:.1} M/s, guest {:.1} M/s",
             c_ring[round] / 1e6,
@@ -278,10 +344,14 @@ fn main() {
     let labels = [
         "C spin (baseline)",
         "C futex (baseline)",
-        "native ring, spinning",
-        "native ring, blocking",
+        "native<->native, spinning",
+        "native<->native, blocking",
+        "native<->guest, spinning",
+        "native<->guest, blocking",
+        "guest<->guest, spinning",
+        "guest<->guest, blocking",
     ];
-    let mut p50 = [0f64; 4];
+    let mut p50 = [0f64; 8];
     for (i, label) in labels.iter().enumerate() {
         let col = |k: usize| {
             let mut v: Vec<f64> = lat[i].iter().map(|p| p[k] as f64).collect();
@@ -295,9 +365,14 @@ fn main() {
             col(2)
         );
     }
-    println!(
-        "  spinning p50 {:.2}x the C spin baseline; blocking p50 {:.2}x the C futex baseline",
-        p50[2] / p50[0],
-        p50[3] / p50[1]
-    );
+    for (i, pair) in ["native<->native", "native<->guest", "guest<->guest"]
+        .into_iter()
+        .enumerate()
+    {
+        println!(
+            "  {pair}: spinning p50 {:.2}x the C spin baseline, blocking p50 {:.2}x the C futex baseline",
+            p50[2 + 2 * i] / p50[0],
+            p50[3 + 2 * i] / p50[1]
+        );
+    }
 }

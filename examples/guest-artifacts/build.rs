@@ -7,12 +7,14 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const GUESTS: [&str; 5] = [
+const GUESTS: [&str; 7] = [
     "producer",
     "consumer",
     "echo",
     "ring_producer",
     "ring_consumer",
+    "ring_ping",
+    "ring_pong",
 ];
 
 /// Makes sure the toolchain building us has the `wasm32-wasip1` standard

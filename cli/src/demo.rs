@@ -317,6 +317,9 @@ pub(crate) fn demo(args: &DemoArgs, verbose: u8) -> Result<u8, Failure> {
         .ok_or_else(|| Failure::new(exit::USAGE, format!("--size {} is too large", args.size)))?;
 
     let mut namespace = Namespace::claim(format!("shmgate-demo-{}.", std::process::id()))?;
+    // The headline first: the zero-copy path (`crate::zero_copy`).
+    let headline = crate::zero_copy::measure(&namespace.prefix)?;
+    write_stdout(headline.as_bytes())?;
     let producer_grant = Grant {
         namespace: namespace.prefix.clone(),
         read_only: false,

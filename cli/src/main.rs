@@ -24,6 +24,7 @@ mod ls;
 mod rm;
 mod run;
 mod units;
+mod zero_copy;
 
 use std::io::Write;
 use std::process::ExitCode;

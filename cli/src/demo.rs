@@ -55,6 +55,10 @@ pub(crate) struct DemoArgs {
     /// The consumer guest (`consumer NAME TIMEOUT_SECS`).
     #[arg(long, value_name = "GUEST.wasm", default_value = shmgate_guest_artifacts::CONSUMER)]
     consumer: PathBuf,
+    /// Also draw the zero-copy latency distributions (guest ring and C
+    /// spin ping-pong) into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 /// What one guest is allowed: turned into `shmgate run` options and into
@@ -318,7 +322,7 @@ pub(crate) fn demo(args: &DemoArgs, verbose: u8) -> Result<u8, Failure> {
 
     let mut namespace = Namespace::claim(format!("shmgate-demo-{}.", std::process::id()))?;
     // The headline first: the zero-copy path (`crate::zero_copy`).
-    let headline = crate::zero_copy::measure(&namespace.prefix)?;
+    let headline = crate::zero_copy::measure(&namespace.prefix, args.plot.as_deref())?;
     write_stdout(headline.as_bytes())?;
     let producer_grant = Grant {
         namespace: namespace.prefix.clone(),

@@ -8,7 +8,7 @@
 //! removes.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
@@ -161,8 +161,66 @@ fn c_run(bin: &PathBuf, what: &str, n: u64) -> Option<String> {
     out.status.success().then(|| stdout(&out).trim().to_owned())
 }
 
-/// Runs the zero-copy measurements in namespace `ns`; returns the report.
-pub(crate) fn measure(ns: &str) -> Result<String, Failure> {
+/// The per-mille quantiles after `quantiles:` in `text`.
+fn quantiles(text: &str) -> Option<Vec<f64>> {
+    let q: Vec<f64> = text
+        .split("quantiles:")
+        .nth(1)?
+        .split_whitespace()
+        .map(|w| w.parse().ok())
+        .collect::<Option<_>>()?;
+    (q.len() == 1000).then_some(q)
+}
+
+/// Draws the latency distributions (quantile curves, log scale) as an SVG.
+fn plot(path: &Path, curves: &[(&str, &[f64])]) -> Result<(), String> {
+    use plotters::prelude::*;
+    let hi = curves
+        .iter()
+        .flat_map(|(_, q)| q.iter())
+        .fold(1.0f64, |a, &b| a.max(b));
+    let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "one-way latency, two processes, spinning (ping-pong / 2)",
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..100f64, (1f64..hi * 2.0).log_scale())
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile")
+        .y_desc("ns")
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (i, (label, q)) in curves.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let points = q
+            .iter()
+            .enumerate()
+            .map(|(k, &v)| (k as f64 / 10.0, v.max(1.0)));
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(*label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
+}
+
+/// Runs the zero-copy measurements in namespace `ns`, drawing the latency
+/// distributions into `plot_to` if given; returns the report.
+pub(crate) fn measure(ns: &str, plot_to: Option<&Path>) -> Result<String, Failure> {
     let c = c_baselines();
     let (bulk_mib_s, _, bulk_agree) = stream(ns, "zc-bulk", BULK, 1 << 20)?;
     let memcpy = memcpy_rate(ns)?;
@@ -183,6 +241,33 @@ pub(crate) fn measure(ns: &str) -> Result<String, Failure> {
     let c_spin = c
         .as_ref()
         .and_then(|c| c_run(c, "spin", u64::from(ROUND_TRIPS)));
+    let c_spin_q = c.as_ref().and_then(|c| {
+        let out = Command::new(c)
+            .args(["spin", &ROUND_TRIPS.to_string(), "q"])
+            .output()
+            .ok()?;
+        quantiles(&format!("quantiles: {}", stdout(&out)))
+    });
+    let mut plotted = None;
+    if let Some(path) = plot_to {
+        let guest_q = quantiles(&lat).ok_or_else(|| {
+            Failure::new(
+                exit::FAILURE,
+                "demo failed: no quantiles from the ping guest",
+            )
+        })?;
+        let mut curves: Vec<(&str, &[f64])> = vec![("guest <-> guest, shmgate ring", &guest_q)];
+        if let Some(q) = &c_spin_q {
+            curves.push(("C spin ping-pong, one cache line", q));
+        }
+        plot(path, &curves).map_err(|e| {
+            Failure::new(
+                exit::CANTCREAT,
+                format!("cannot write the plot {}: {e}", path.display()),
+            )
+        })?;
+        plotted = Some(path.display().to_string());
+    }
     if let Some(bin) = &c {
         let _ = std::fs::remove_file(bin);
     }
@@ -235,6 +320,9 @@ pub(crate) fn measure(ns: &str) -> Result<String, Failure> {
         "the guests DISAGREE"
     };
     let _ = writeln!(out, "  checksums   {agree}");
+    if let Some(path) = plotted {
+        let _ = writeln!(out, "  plot        latency distributions written to {path}");
+    }
     if !(bulk_agree && msgs_agree) {
         return Err(Failure::new(
             exit::FAILURE,

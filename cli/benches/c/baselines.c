@@ -6,7 +6,8 @@
  *   baselines spin N     ping-pong over one shared cache line, spinning
  *   baselines futex N    the same, the waiting side sleeping in the futex
  *
- * Ping-pongs print "p50 p99 p999" one-way nanoseconds (round trip / 2).
+ * Ping-pongs print "p50 p99 p999" one-way nanoseconds (round trip / 2);
+ * with a third argument `q`, the 1000 per-mille quantiles instead.
  */
 #define _GNU_SOURCE
 #include <linux/futex.h>
@@ -97,7 +98,7 @@ static int cmp(const void *a, const void *b) {
 }
 
 /* The parent stores odd values, the child answers with the next even one. */
-static int pingpong(uint32_t n, int block) {
+static int pingpong(uint32_t n, int block, int quantiles) {
     _Atomic uint32_t *w = shared(4096);
     pid_t pid = fork();
     if (pid == 0) {
@@ -124,6 +125,11 @@ static int pingpong(uint32_t n, int block) {
     }
     waitpid(pid, NULL, 0);
     qsort(rtt, n, sizeof *rtt, cmp);
+    if (quantiles) {
+        for (uint64_t q = 0; q < 1000; q++)
+            printf("%llu%c", (unsigned long long)rtt[q * n / 1000] / 2, q == 999 ? '\n' : ' ');
+        return 0;
+    }
     printf("%llu %llu %llu\n", (unsigned long long)rtt[n / 2] / 2,
            (unsigned long long)rtt[(uint64_t)n * 99 / 100] / 2,
            (unsigned long long)rtt[(uint64_t)n * 999 / 1000] / 2);
@@ -131,10 +137,14 @@ static int pingpong(uint32_t n, int block) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) { fprintf(stderr, "usage: baselines ring|spin|futex N\n"); return 64; }
+    if (argc != 3 && !(argc == 4 && !strcmp(argv[3], "q"))) {
+        fprintf(stderr, "usage: baselines ring|spin|futex N [q]\n");
+        return 64;
+    }
+    int q = argc == 4;
     uint32_t n = (uint32_t)strtoul(argv[2], NULL, 10);
     if (!strcmp(argv[1], "ring")) return ring(n);
-    if (!strcmp(argv[1], "spin")) return pingpong(n, 0);
-    if (!strcmp(argv[1], "futex")) return pingpong(n, 1);
+    if (!strcmp(argv[1], "spin")) return pingpong(n, 0, q);
+    if (!strcmp(argv[1], "futex")) return pingpong(n, 1, q);
     return 64;
 }

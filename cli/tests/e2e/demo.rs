@@ -100,3 +100,34 @@ fn missing_guest_is_noinput() {
     let help = shmgate(&["demo", "--help"]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("Example:"));
 }
+
+/// The demo's headline is the zero-copy path, each number next to its
+/// same-run baseline; `--plot` draws the latency distributions as SVG.
+#[test]
+fn demo_leads_with_zero_copy_and_plots() {
+    let _one = ONE_DEMO.lock().unwrap_or_else(|e| e.into_inner());
+    let before = demo_names();
+    let svg = std::env::temp_dir().join(format!("shmgate-e2e-plot-{}.svg", std::process::id()));
+    let out = shmgate(&["demo", "--size", "1MiB", "--plot", svg.to_str().unwrap()]);
+    let drawn = std::fs::read_to_string(&svg);
+    let _ = std::fs::remove_file(&svg);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(demo_names(), before, "{}", text(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.starts_with("shmgate demo: zero-copy"), "{report}");
+    for want in [
+        "GB/s; native memcpy into a mapping, same run:",
+        "M msg/s;",
+        "p50",
+        "computed by both guests of each stream: they agree",
+        "latency distributions written to",
+    ] {
+        assert!(report.contains(want), "{want:?} missing: {report}");
+    }
+    let drawn = drawn.expect("the plot was written");
+    assert!(drawn.starts_with("<svg"), "{drawn:.300}");
+    assert!(
+        drawn.contains("guest &lt;-&gt; guest, shmgate ring"),
+        "{drawn:.300}"
+    );
+}

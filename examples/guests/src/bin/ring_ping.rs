@@ -2,7 +2,8 @@
 //! 64 KiB, waits for a pong end (native or guest) to create ring B in the
 //! second, then sends COUNT 8-byte messages one at a time, each answered
 //! before the next, and prints one-way latency percentiles (round trip / 2,
-//! the guest's monotonic clock): `p50 P p99 P p99.9 P ns`.
+//! the guest's monotonic clock): `p50 P p99 P p99.9 P ns`, then a line
+//! `quantiles:` with the 1000 per-mille quantiles.
 //!
 //! Usage (grant: create and windows): `ring_ping NAME COUNT spin|block`
 
@@ -13,7 +14,7 @@ use shmgate_guest::{Errno, Prot, Segment};
 
 const HALF: u64 = 64 << 10;
 
-fn run(name: &str, count: usize, mode: WaitMode) -> Result<[u64; 3], Errno> {
+fn run(name: &str, count: usize, mode: WaitMode) -> Result<Vec<u64>, Errno> {
     let seg = Segment::create(name, 2 * HALF)?;
     let (win_a, win_b) = (seg.map(0..HALF, Prot::ReadWrite)?, seg.map(HALF..2 * HALF, Prot::ReadWrite)?);
     let mut tx = Producer::create(&seg, &win_a, 0, 16)?;
@@ -43,8 +44,7 @@ fn run(name: &str, count: usize, mode: WaitMode) -> Result<[u64; 3], Errno> {
     }
     tx.close()?;
     samples.sort_unstable();
-    let at = |q: usize| samples[(samples.len() * q / 1000).min(samples.len() - 1)];
-    Ok([at(500), at(990), at(999)])
+    Ok((0..1000).map(|q| samples[(samples.len() * q / 1000).min(samples.len() - 1)]).collect())
 }
 
 fn main() {
@@ -63,7 +63,11 @@ fn main() {
         std::process::exit(64);
     };
     match run(&name, count, mode) {
-        Ok([p50, p99, p999]) => println!("ring_ping: p50 {p50} p99 {p99} p99.9 {p999} ns"),
+        Ok(q) => {
+            println!("ring_ping: p50 {} p99 {} p99.9 {} ns", q[500], q[990], q[999]);
+            let all: Vec<String> = q.iter().map(u64::to_string).collect();
+            println!("quantiles: {}", all.join(" "));
+        }
         Err(e) => {
             eprintln!("ring_ping: {e}");
             std::process::exit(1);

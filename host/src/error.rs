@@ -24,6 +24,15 @@ pub enum Op {
     Write,
     /// [`Segment::map`](crate::Segment::map).
     Map,
+    /// [`Segment::seal`](crate::Segment::seal) and
+    /// [`Segment::seals`](crate::Segment::seals).
+    Seal,
+    /// [`send_segment`](crate::send_segment).
+    Send,
+    /// [`recv_segment`](crate::recv_segment).
+    Recv,
+    /// Checks of [`lifecycle`](crate::lifecycle).
+    Check,
 }
 
 impl Op {
@@ -37,6 +46,10 @@ impl Op {
             Op::Read => "read",
             Op::Write => "write",
             Op::Map => "map",
+            Op::Seal => "seal",
+            Op::Send => "send",
+            Op::Recv => "recv",
+            Op::Check => "check",
         }
     }
 }
@@ -104,6 +117,13 @@ impl fmt::Debug for Error {
 }
 
 impl std::error::Error for Error {}
+
+impl From<Error> for Errno {
+    /// The errno alone.
+    fn from(e: Error) -> Errno {
+        e.errno
+    }
+}
 
 impl From<Error> for std::io::Error {
     /// Keeps the raw OS error, so `raw_os_error()` and `kind()` work; the

@@ -9,5 +9,6 @@ mod demo;
 mod exchange;
 mod grants;
 mod ls;
+mod orphans;
 mod ring;
 mod rm;

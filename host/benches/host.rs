@@ -5,6 +5,11 @@
 //! - `open_create_unlink`: `open(RDWR | CREATE | EXCL)`, drop and
 //!   [`shmgate_host::unlink`], against `shm_open(O_RDWR | O_CREAT | O_EXCL)`,
 //!   `close` and `shm_unlink`.
+//! - `create_sized_unlink`: create, size to 4 KiB, close, unlink: glibc's
+//!   `shm_open` + `ftruncate`; shmgate's `open` + [`Segment::set_len`] (the
+//!   same two steps, not atomic); and shmgate's atomic
+//!   [`Segment::create_new`] (`O_TMPFILE`, `ftruncate`, creator lock,
+//!   `linkat`), which publishes the name only once it is sized.
 //! - `write_1MiB` / `read_1MiB`: [`Segment::write_at`] and
 //!   [`Segment::read_at`] (`pwrite`/`pread`), and the bounds-checked
 //!   [`Mapping`] copies, against a plain `copy_nonoverlapping` into or out
@@ -103,6 +108,44 @@ fn bench_create(c: &mut Criterion) {
     group.finish();
 }
 
+fn bench_create_sized(c: &mut Criterion) {
+    let mut group = c.benchmark_group("create_sized_unlink");
+    let name = Name::new("sized");
+    const SIZE: u64 = 4096;
+
+    group.bench_function("glibc_create_then_size", |b| {
+        let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;
+        b.iter(|| {
+            let fd = glibc_open(&name.c_name, flags);
+            // SAFETY: `fd` is open (glibc_open checked it).
+            let r = unsafe { libc::ftruncate(fd, SIZE as libc::off_t) };
+            assert_eq!(r, 0, "ftruncate: {}", std::io::Error::last_os_error());
+            glibc_close(black_box(fd));
+            // SAFETY: `name.c_name` is a valid NUL-terminated string.
+            let r = unsafe { libc::shm_unlink(name.c_name.as_ptr()) };
+            assert_eq!(r, 0, "shm_unlink: {}", std::io::Error::last_os_error());
+        })
+    });
+    group.bench_function("shmgate_create_then_size", |b| {
+        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL;
+        b.iter(|| {
+            let seg =
+                shmgate_host::open(black_box(&name.name), flags, Mode::OWNER_RW).expect("create");
+            seg.set_len(SIZE).expect("set_len");
+            drop(black_box(seg));
+            shmgate_host::unlink(&name.name).expect("unlink");
+        })
+    });
+    group.bench_function("shmgate_atomic", |b| {
+        b.iter(|| {
+            let seg = Segment::create_new(black_box(&name.name), SIZE).expect("create");
+            drop(black_box(seg));
+            shmgate_host::unlink(&name.name).expect("unlink");
+        })
+    });
+    group.finish();
+}
+
 /// A 1 MiB segment with every page written (so no benchmark pays for
 /// allocating tmpfs pages) and a read-write mapping of it.
 fn rw_segment(name: &Name) -> (Segment, Mapping) {
@@ -183,5 +226,12 @@ fn bench_read(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_open, bench_create, bench_write, bench_read);
+criterion_group!(
+    benches,
+    bench_open,
+    bench_create,
+    bench_create_sized,
+    bench_write,
+    bench_read
+);
 criterion_main!(benches);

@@ -10,9 +10,10 @@
 //!    `linkat(AT_FDCWD, "/proc/self/fd/N", AT_FDCWD, "/dev/shm/<name>",
 //!    AT_SYMLINK_FOLLOW)` gives it its name, or fails with `EEXIST`. A
 //!    crash before the link leaves nothing behind: the kernel frees the
-//!    unnamed object with its last descriptor. (`linkat(fd, "",
-//!    AT_EMPTY_PATH)` would skip the `/proc` lookup but needs
-//!    `CAP_DAC_READ_SEARCH`; the `/proc` route works for everyone.)
+//!    unnamed object with its last descriptor. `linkat(fd, "",
+//!    AT_EMPTY_PATH)` does the same without the `/proc` lookup and is tried
+//!    first, but needs `CAP_DAC_READ_SEARCH`: refused once (`ENOENT`), the
+//!    process uses the `/proc` route only.
 //! 2. **A private temporary name**, where `O_TMPFILE` is refused (`EISDIR`
 //!    from kernels that do not know it, `EOPNOTSUPP` from file systems that
 //!    do not support it) or `/proc` is not mounted: the object is created as
@@ -31,7 +32,7 @@
 #[cfg(test)]
 use std::os::fd::AsFd;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 
 use rustix::fs::{self as rfs, AtFlags, CWD};
 use shmgate_core::{Errno, Mode, OFlags, SHM_DIR, ShmName, ShmPath};
@@ -110,9 +111,17 @@ impl Pending {
     pub(crate) fn publish(mut self, fd: BorrowedFd<'_>, path: &ShmPath) -> Result<(), Errno> {
         match self.temp.take() {
             None => {
-                let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
-                let flags = AtFlags::SYMLINK_FOLLOW;
-                retry(|| rfs::linkat(CWD, proc.as_str(), CWD, path.as_c_str(), flags))
+                if EMPTY_PATH_REFUSED.load(Ordering::Relaxed) {
+                    return link_through_proc(fd, path);
+                }
+                match retry(|| rfs::linkat(fd, c"", CWD, path.as_c_str(), AtFlags::EMPTY_PATH)) {
+                    // Without CAP_DAC_READ_SEARCH the kernel says ENOENT.
+                    Err(Errno::NOENT) => {
+                        EMPTY_PATH_REFUSED.store(true, Ordering::Relaxed);
+                        link_through_proc(fd, path)
+                    }
+                    linked => linked,
+                }
             }
             Some(temp) => {
                 let linked = retry(|| {
@@ -123,6 +132,19 @@ impl Pending {
             }
         }
     }
+}
+
+/// Whether `linkat(AT_EMPTY_PATH)` was refused in this process (it needs
+/// `CAP_DAC_READ_SEARCH`): then only the `/proc` route is tried.
+static EMPTY_PATH_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// `linkat(AT_FDCWD, "/proc/self/fd/N", AT_FDCWD, path, AT_SYMLINK_FOLLOW)`:
+/// names the object `fd` refers to, for any process that can see its own
+/// `/proc/self/fd`.
+fn link_through_proc(fd: BorrowedFd<'_>, path: &ShmPath) -> Result<(), Errno> {
+    let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let flags = AtFlags::SYMLINK_FOLLOW;
+    retry(|| rfs::linkat(CWD, proc.as_str(), CWD, path.as_c_str(), flags))
 }
 
 impl Drop for Pending {
@@ -136,6 +158,24 @@ impl Drop for Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Route 1's `/proc` link on its own (this machine may allow
+    /// `AT_EMPTY_PATH`, which is tried first): an `O_TMPFILE` object gets its
+    /// name, and `EEXIST` when the name is taken.
+    #[test]
+    fn proc_link_names_an_unnamed_object() {
+        let name = format!("shmgate-unit-proc-{}", std::process::id());
+        let path = ShmPath::new(&ShmName::new(name.as_bytes()).unwrap());
+        let _ = super::super::unlink(&path);
+        let flags = rfs::OFlags::TMPFILE | rfs::OFlags::RDWR | rfs::OFlags::CLOEXEC;
+        let fd = rfs::open("/dev/shm", flags, rfs::Mode::from_raw_mode(0o600)).unwrap();
+        super::super::ftruncate(fd.as_fd(), 8192).unwrap();
+        link_through_proc(fd.as_fd(), &path).unwrap();
+        let (_, st) = super::super::open_path(&path).unwrap();
+        assert_eq!(st.len, 8192);
+        assert_eq!(link_through_proc(fd.as_fd(), &path), Err(Errno::EXIST));
+        super::super::unlink(&path).unwrap();
+    }
 
     /// Route 2 on its own (this machine takes route 1): the temporary name
     /// is gone after publishing, and `EEXIST` leaves the existing object.

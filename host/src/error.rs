@@ -31,7 +31,8 @@ pub enum Op {
     Send,
     /// [`recv_segment`](crate::recv_segment).
     Recv,
-    /// Checks of [`lifecycle`](crate::lifecycle).
+    /// [`Segment::identity`](crate::Segment::identity) and the checks of
+    /// [`lifecycle`](crate::lifecycle).
     Check,
 }
 

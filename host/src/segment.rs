@@ -22,7 +22,15 @@ pub(crate) fn path_of(name: &[u8]) -> Result<ShmPath, Errno> {
 /// the name is refused (`ELOOP` or `EINVAL`) without following or blocking
 /// on it, and the name must be one path component (see
 /// [`shmgate_core::name`]). The descriptor is close-on-exec; on create, the
-/// process umask applies to `mode`.
+/// process umask applies to `mode`. No descriptor is kept between calls, so
+/// the result is the lowest free descriptor, as POSIX specifies.
+///
+/// A create with `CREATE | EXCL` also takes the creator lock (see
+/// [`lifecycle`](crate::lifecycle)), one `fcntl` more, right after the
+/// create: for those few microseconds the name exists without it (the
+/// descriptor is open, so `shmgate rm --orphaned` still sees a holder). A
+/// plain `CREATE` cannot know whether it created, and takes no lock; use
+/// [`OpenOptions`], which always knows.
 ///
 /// # Errors
 ///
@@ -715,7 +723,7 @@ impl Segment {
     pub fn identity(&self) -> Result<Identity, Error> {
         sys::fstat(self.fd())
             .map(|st| Identity::new(st.dev, st.ino))
-            .map_err(self.err(Op::Len))
+            .map_err(self.err(Op::Check))
     }
 }
 

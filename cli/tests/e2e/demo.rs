@@ -127,6 +127,17 @@ fn interrupted_demo_removes_its_segment() {
         assert!(child.try_wait().unwrap().is_none(), "the demo ended early");
         std::thread::sleep(Duration::from_millis(5));
     }
+    // The producer guest created it through shmgate: it holds the creator
+    // lock (taken right after its exclusive create).
+    let name = segment.trim_start_matches("/dev/shm/");
+    let alive = (0..200).any(|_| {
+        let alive = shmgate_host::lifecycle::creator_alive(name).unwrap_or(false);
+        if !alive {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        alive
+    });
+    assert!(alive, "the guest's segment has no creator lock");
     // Our own child, by its pid.
     let kill = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])

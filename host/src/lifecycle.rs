@@ -3,13 +3,16 @@
 //!
 //! # The creator lock
 //!
-//! Every segment created through shmgate ([`OpenOptions`](crate::OpenOptions),
-//! [`OwnedSegment`](crate::OwnedSegment), [`open`](crate::open) with
-//! `CREATE | EXCL`, wasm guests, the `shmgate` command) carries an
-//! open-file-description read lock (`fcntl(F_OFD_SETLK)`) on one byte far
-//! past any real size (offset `2^63 - 2`), taken on the creator's own
-//! descriptor before the name is published (or right after an exclusive
-//! create that cannot be atomic). The kernel drops it when the last
+//! Every segment created through shmgate's managed paths
+//! ([`OpenOptions`](crate::OpenOptions), [`Segment::create_new`](crate::Segment::create_new),
+//! [`OwnedSegment`](crate::OwnedSegment), wasm guests, the `shmgate`
+//! command) carries an open-file-description read lock (`fcntl(F_OFD_SETLK)`)
+//! on one byte far past any real size (offset `2^63 - 2`), taken on the
+//! creator's own descriptor before the name is published (or, for a create
+//! that cannot be atomic, right after the exclusive create: for those few
+//! microseconds the name exists without the lock, but with the creator's
+//! descriptor open, which `shmgate rm --orphaned` sees in `/proc`). The
+//! bare [`open`](crate::open), shmgate's exact `shm_open`, takes none. The kernel drops it when the last
 //! reference to that open file description goes away: every duplicate of
 //! the descriptor closed *and* every mapping made through it unmapped, or
 //! the process dead, `SIGKILL` included. [`creator_alive`] tests it from

@@ -25,12 +25,11 @@ pub(crate) fn path_of(name: &[u8]) -> Result<ShmPath, Errno> {
 /// process umask applies to `mode`. No descriptor is kept between calls, so
 /// the result is the lowest free descriptor, as POSIX specifies.
 ///
-/// A create with `CREATE | EXCL` also takes the creator lock (see
-/// [`lifecycle`](crate::lifecycle)), one `fcntl` more, right after the
-/// create: for those few microseconds the name exists without it (the
-/// descriptor is open, so `shmgate rm --orphaned` still sees a holder). A
-/// plain `CREATE` cannot know whether it created, and takes no lock; use
-/// [`OpenOptions`], which always knows.
+/// This is the exact `shm_open` equivalent: one `open` (plus an `fstat` and
+/// an `fcntl` unless it creates with `EXCL`), nothing more. In particular it
+/// takes no creator lock (see [`lifecycle`](crate::lifecycle)), so a segment
+/// it creates looks orphaned once nobody has it open or mapped; create
+/// through [`OpenOptions`] (or [`Segment::create_new`]) to get one.
 ///
 /// # Errors
 ///
@@ -55,7 +54,22 @@ pub(crate) fn path_of(name: &[u8]) -> Result<ShmPath, Errno> {
 /// - [`openat(2)`](https://man7.org/linux/man-pages/man2/openat.2.html)
 #[doc(alias = "shm_open")]
 pub fn open(name: impl AsRef<[u8]>, flags: OFlags, mode: Mode) -> Result<Segment, Error> {
-    open_shared(Arc::from(name.as_ref()), flags, mode)
+    open_unlocked(Arc::from(name.as_ref()), flags, mode)
+}
+
+/// [`open`], taking no creator lock.
+fn open_unlocked(name: Arc<[u8]>, flags: OFlags, mode: Mode) -> Result<Segment, Error> {
+    let opened = flags
+        .validate()
+        .and_then(|flags| sys::open(&path_of(&name)?, flags, mode));
+    match opened {
+        Ok(fd) => Ok(Segment {
+            fd,
+            name,
+            writable: !flags.is_read_only(),
+        }),
+        Err(errno) => Err(Error::new(Op::Open, &name, errno)),
+    }
 }
 
 /// [`open`] for a name already held in an `Arc` (the wasm host resolves
@@ -65,17 +79,7 @@ pub fn open(name: impl AsRef<[u8]>, flags: OFlags, mode: Mode) -> Result<Segment
 /// creator lock (see [`crate::lifecycle`]) before returning; if that fails,
 /// the new name is removed again.
 pub(crate) fn open_shared(name: Arc<[u8]>, flags: OFlags, mode: Mode) -> Result<Segment, Error> {
-    let opened = flags
-        .validate()
-        .and_then(|flags| sys::open(&path_of(&name)?, flags, mode));
-    let seg = match opened {
-        Ok(fd) => Segment {
-            fd,
-            name,
-            writable: !flags.is_read_only(),
-        },
-        Err(errno) => return Err(Error::new(Op::Open, &name, errno)),
-    };
+    let seg = open_unlocked(name, flags, mode)?;
     if flags.contains(OFlags::CREATE | OFlags::EXCL)
         && let Err(errno) = sys::hold_creator_lock(seg.fd())
     {

@@ -122,11 +122,7 @@ fn mappings_and_duplicates_keep_the_lock() -> TestResult {
     assert!(!lifecycle::creator_alive(&name)?);
     shmgate_host::unlink(&name)?;
 
-    let seg = shmgate_host::open(
-        &name,
-        OFlags::RDWR | OFlags::CREATE | OFlags::EXCL,
-        Mode::OWNER_RW,
-    )?;
+    let seg = OpenOptions::new().create_new(true).open(&name)?;
     let dup = std::os::fd::AsFd::as_fd(&seg).try_clone_to_owned()?;
     drop(seg);
     assert!(
@@ -138,11 +134,20 @@ fn mappings_and_duplicates_keep_the_lock() -> TestResult {
     Ok(())
 }
 
-/// A plain open (no create) takes no lock; an object created by glibc has
-/// none either; a name that is not a regular file is refused.
+/// A plain open (no create) takes no lock, nor does the bare `open` (the
+/// exact `shm_open`) when it creates; an object created by glibc has none
+/// either; a name that is not a regular file is refused.
 #[test]
-fn only_creates_take_the_lock() -> TestResult {
+fn only_managed_creates_take_the_lock() -> TestResult {
     let mut cleanup = Cleanup::new();
+    let bare = cleanup.name();
+    let seg = shmgate_host::open(
+        &bare,
+        OFlags::RDWR | OFlags::CREATE | OFlags::EXCL,
+        Mode::OWNER_RW,
+    )?;
+    assert!(!lifecycle::creator_alive(&bare)?);
+    drop(seg);
     let name = cleanup.name();
     let path = shm_path(&name);
     std::fs::write(&path, b"made without shmgate")?;

@@ -25,6 +25,18 @@
 //! anyone else uses it, also look for processes with it open or mapped, as
 //! `shmgate ls` and `shmgate rm --orphaned` do.
 //!
+//! ## What the lock costs and what it can meet
+//!
+//! Taking it is one `fcntl` (about 1.2 µs on the development machine, where
+//! a whole glibc create + size + close + unlink takes 9 µs). While it is
+//! held, the object's inode has a lock context, so every `close` of any
+//! descriptor of it, in any process, runs the kernel's POSIX-lock cleanup
+//! (about 0.3 µs more per close there). It never meets a lock an
+//! application takes on a range that ends before byte `2^63 - 2`; a
+//! *whole-file* write lock (`lockf(F_LOCK)`, `F_SETLK` with `l_len` 0 and
+//! `F_WRLCK`) does cover that byte and fails with `EAGAIN` (or waits, with
+//! `F_SETLKW`) while the creator lives. `flock` locks are unaffected.
+//!
 //! # The unlink race
 //!
 //! Linux has no "unlink this name only if it refers to this inode". The

@@ -8,6 +8,7 @@
 
 mod common;
 mod errors;
+mod findings;
 mod lifecycle;
 mod signals;
 mod wait;

@@ -11,4 +11,5 @@ mod errors;
 mod findings;
 mod lifecycle;
 mod signals;
+mod stress;
 mod wait;

@@ -339,5 +339,5 @@ pub(crate) fn futex_wake(word: &AtomicU32, count: u32) -> Result<usize, Errno> {
     futex::wake(word, futex::Flags::empty(), count).map_err(errno)
 }
 
-#[cfg(any(feature = "wasmtime", shmgate_loom))]
+#[cfg(feature = "wasmtime")]
 pub(crate) mod window;

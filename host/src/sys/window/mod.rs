@@ -24,22 +24,13 @@
 //! raw pointers: no Rust reference is ever formed over bytes another
 //! process can change.
 
-#![cfg_attr(shmgate_loom, allow(dead_code))]
-
-#[cfg(feature = "wasmtime")]
 pub(crate) mod guest;
-#[cfg(feature = "wasmtime")]
 pub(crate) mod map;
-#[cfg(feature = "wasmtime")]
 pub(crate) mod memory;
 pub(crate) mod record;
-#[cfg(feature = "wasmtime")]
 pub(crate) mod registry;
-#[cfg(feature = "wasmtime")]
 pub(crate) mod signals;
 mod sync;
-#[cfg(feature = "wasmtime")]
 pub(crate) mod wait;
 
-#[cfg(feature = "wasmtime")]
 pub use memory::ShmMemoryCreator;

@@ -1,6 +1,7 @@
 //! One registration record and the protocol by which its owner and the
 //! signal handler share it. This file is model-checked with loom
-//! (`RUSTFLAGS="--cfg shmgate_loom" cargo test -p shmgate-host --lib record`).
+//! (`RUSTFLAGS="--cfg shmgate_loom" cargo test -p shmgate-loom-model --release`,
+//! which compiles this file against loom's atomics).
 //!
 //! # The word
 //!

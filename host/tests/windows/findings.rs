@@ -385,3 +385,108 @@ fn idle_waiters_child(waiters: usize) {
     }
     println!("woken={woken}");
 }
+
+struct WasiHost {
+    wasi: wasmtime_wasi::p1::WasiP1Ctx,
+    shm: ShmCtx,
+}
+
+/// Finding 4, end to end: a guest passes WASI `path_open` a path that lies
+/// inside a read-write window while a peer flips its first byte between
+/// `'a'` and `0xF0` (which makes it invalid UTF-8). WASI copies the path out
+/// of the shared memory before validating it, so every call sees one
+/// consistent copy: it opens the file, or finds no such file, or refuses
+/// invalid UTF-8 (`EILSEQ`); the host never holds a `String` that is not
+/// UTF-8 and never crashes.
+#[test]
+fn wasi_path_in_a_window_under_a_flipping_peer() {
+    init();
+    let ns = Ns::new();
+    let seg = OpenOptions::new()
+        .size(PAGE as u64)
+        .open_owned(ns.name("path"))
+        .unwrap();
+    seg.write_all_at(b"aaaa", 0).unwrap();
+    let dir = std::env::temp_dir().join(format!("shmgate-wasi-flip-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("aaaa"), b"x").unwrap();
+
+    let wat = r#"(module
+      (import "wasi_snapshot_preview1" "path_open" (func $path_open
+        (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_close" (func $fd_close (param i32) (result i32)))
+      (import "shmgate_v1" "open" (func $open (param i32 i32 i32 i32) (result i64)))
+      (import "shmgate_v1" "map" (func $map (param i32 i64 i32 i32) (result i64)))
+      (memory (export "memory") 1 100 shared)
+      (data (i32.const 0) "path")
+      (func (export "setup") (result i64)
+        (local $h i64)
+        (local.set $h (call $open (i32.const 0) (i32.const 4) (i32.const 1) (i32.const 0)))
+        (if (i64.lt_s (local.get $h) (i64.const 0)) (then (return (local.get $h))))
+        (call $map (i32.wrap_i64 (local.get $h)) (i64.const 0) (i32.const 65536) (i32.const 3)))
+      ;; path_open(preopen 3, the 4-byte path at $win); 0 opened (and closed)
+      (func (export "try_open") (param $win i32) (result i32)
+        (local $e i32)
+        (local.set $e (call $path_open (i32.const 3) (i32.const 0) (local.get $win) (i32.const 4)
+          (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 64)))
+        (if (i32.eqz (local.get $e)) (then (drop (call $fd_close (i32.load (i32.const 64))))))
+        (local.get $e)))"#;
+    let engine = engine();
+    let module = Module::new(engine, wat).unwrap();
+    let mut linker = Linker::<WasiHost>::new(engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h: &mut WasiHost| &mut h.wasi).unwrap();
+    shmgate_host::wasm::add_to_linker(&mut linker, |h: &mut WasiHost| &mut h.shm).unwrap();
+    let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+        .preopened_dir(&dir, ".", wasmtime_wasi::FsPerms::ReadOnly)
+        .unwrap()
+        .build_p1();
+    let shm = ShmCtx::new(policy(&ns).build().unwrap());
+    let mut store = Store::new(engine, WasiHost { wasi, shm });
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let win = instance
+        .get_typed_func::<(), i64>(&mut store, "setup")
+        .unwrap()
+        .call(&mut store, ())
+        .unwrap();
+    assert!(win > 0, "map: {win}");
+    let try_open = instance
+        .get_typed_func::<i32, i32>(&mut store, "try_open")
+        .unwrap();
+
+    let map = seg.map().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flipper = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let word = map.atomic_u32(0).unwrap();
+            let (good, bad) = (
+                u32::from_le_bytes(*b"aaaa"),
+                u32::from_le_bytes(*b"\xF0aaa"),
+            );
+            let mut flips = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                word.store(if flips % 2 == 0 { bad } else { good }, Ordering::Relaxed);
+                flips += 1;
+            }
+            flips
+        })
+    };
+    let (mut opened, mut refused) = (0, 0);
+    for _ in 0..20_000 {
+        match try_open
+            .call(&mut store, win as i32)
+            .expect("the host survives")
+        {
+            0 => opened += 1,
+            // EILSEQ (25) for the invalid path, ENOENT (44) if ever seen
+            // another way: both are clean refusals.
+            25 | 44 => refused += 1,
+            e => panic!("path_open: unexpected WASI errno {e}"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let flips = flipper.join().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    println!("path_open under {flips} flips: {opened} opened, {refused} refused");
+    assert!(opened + refused == 20_000);
+}

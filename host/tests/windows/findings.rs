@@ -465,7 +465,10 @@ fn wasi_path_in_a_window_under_a_flipping_peer() {
             );
             let mut flips = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                word.store(if flips % 2 == 0 { bad } else { good }, Ordering::Relaxed);
+                word.store(
+                    if flips.is_multiple_of(2) { bad } else { good },
+                    Ordering::Relaxed,
+                );
                 flips += 1;
             }
             flips

@@ -7,6 +7,7 @@ use shmgate_core::{Errno, Mode, OFlags, ShmName, ShmPath};
 
 use crate::mapping::Mapping;
 use crate::sys;
+use crate::sys::window::guarded::GuardedMapping;
 use crate::{Error, Op};
 
 /// Validates `name` with the core's rules and builds its path. Every entry
@@ -275,8 +276,9 @@ impl Segment {
         let len = usize::try_from(len)
             .map_err(|_| Errno::NOMEM)
             .map_err(self.err(Op::Map))?;
-        let raw = sys::mmap(self.fd.as_fd(), offset, len, self.writable).map_err(fail)?;
-        Ok(Mapping::new(raw, Arc::clone(&self.name)))
+        let guarded =
+            GuardedMapping::new(self.fd.as_fd(), offset, len, self.writable).map_err(fail)?;
+        Ok(Mapping::new(guarded, Arc::clone(&self.name)))
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {

@@ -8,6 +8,7 @@
 //! - [`interop_glibc`], [`interop_python`]: objects shared with glibc's
 //!   `shm_open` and Python's `multiprocessing.shared_memory`.
 //! - [`errors`]: what an `Error` says about a real failure.
+//! - [`truncation`]: native mappings survive a peer that shrinks them.
 //!
 //! Every test uses its own names (`shmgate-test-<pid>-<n>`) and removes
 //! what it created, pass or fail. Tests that need a second process, another
@@ -21,3 +22,4 @@ mod hazards;
 mod interop_glibc;
 mod interop_python;
 mod sys;
+mod truncation;

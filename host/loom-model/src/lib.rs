@@ -7,7 +7,7 @@
 //! RUSTFLAGS="--cfg shmgate_loom" cargo test -p shmgate-loom-model --release
 //! ```
 #![cfg(shmgate_loom)]
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(dead_code, unreachable_pub, missing_docs, unexpected_cfgs)]
 
 #[path = "../../src/sys/window/sync.rs"]
 mod sync;

@@ -10,8 +10,9 @@ use shmgate_core::{Errno, Mode, OFlags};
 
 use super::policy::{HANDLES_LIMIT, ShmPolicy};
 use crate::segment::{Identity, open_shared, unlink_if_same};
+use crate::sys::window::guarded::GuardedMapping;
 use crate::sys::window::guest::GuestRange;
-use crate::sys::window::map::{GuardedMapping, map_window, unmap_window};
+use crate::sys::window::map::{map_window, unmap_window};
 use crate::sys::window::memory::MemoryWindows;
 use crate::sys::window::wait::{Woke, wait_either, wake_private};
 use crate::sys::{self};

@@ -168,6 +168,7 @@ impl Record {
 
     /// The registration as it is now, if live; never a mix of two
     /// registrations (invariant 5).
+    #[cfg_attr(not(feature = "wasmtime"), allow(dead_code))] // for `window_at`
     pub(crate) fn read(&self) -> Option<Snapshot> {
         for _ in 0..READ_RETRIES {
             let w1 = self.word.load(Ordering::Acquire);
@@ -286,6 +287,13 @@ impl Record {
                 Err(RetireError::Replace(e))
             }
         }
+    }
+
+    /// The state of the owner's registration, if it is still this
+    /// record's.
+    pub(crate) fn state_for(&self, owner: u64) -> Option<State> {
+        let w = self.word.load(Ordering::Acquire);
+        (generation(w) == owner && state(w) != State::Free).then(|| state(w))
     }
 
     /// Whether the owner's registration is still this record's.

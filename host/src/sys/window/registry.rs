@@ -262,6 +262,11 @@ pub(crate) fn retire<E>(
     }
 }
 
+/// The state of `token`'s registration (`None` once retired).
+pub(crate) fn state(token: &Token) -> Option<State> {
+    record(token.index)?.state_for(token.generation)
+}
+
 /// Whether the registration of `token` is still live.
 #[cfg(test)]
 fn is_live(token: &Token) -> bool {
@@ -279,6 +284,7 @@ pub(crate) fn pin(addr: usize) -> Option<Pinned<'static>> {
 }
 
 /// The live registration covering `addr`, without pinning it.
+#[cfg_attr(not(feature = "wasmtime"), allow(dead_code))] // for `window_at`
 pub(crate) fn lookup(addr: usize) -> Option<Snapshot> {
     if addr >= ADDR_LIMIT {
         return None;

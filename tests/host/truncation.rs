@@ -11,7 +11,7 @@ use shmgate_host::{Mode, OpenOptions, Segment};
 
 use crate::common::{Cleanup, errno_of, shm_path};
 
-const LEN: u64 = 1 << 20;
+const LEN: usize = 1 << 20;
 
 /// Shrinks `/dev/shm/<name>` to `len` bytes from another process.
 fn truncate_elsewhere(name: &str, len: u64) {
@@ -37,11 +37,11 @@ fn create(name: &str, len: u64) -> Segment {
 fn shrunk_segment_revokes_the_mapping_not_the_process() {
     let mut cleanup = Cleanup::new();
     let (name, other) = (cleanup.name(), cleanup.name());
-    let seg = create(&name, LEN);
+    let seg = create(&name, LEN as u64);
     let bystander = create(&other, 4096);
     let map = seg.map().unwrap();
     let keep = bystander.map().unwrap();
-    map.write_at(LEN as usize - 8, b"lastword").unwrap();
+    map.write_at(LEN - 8, b"lastword").unwrap();
     keep.write_at(0, b"intact").unwrap();
     assert!(!map.is_revoked());
 
@@ -50,7 +50,7 @@ fn shrunk_segment_revokes_the_mapping_not_the_process() {
     // access that hits the tail revokes the whole mapping.
     let mut buf = [0u8; 8];
     assert_eq!(
-        errno_of(map.read_at(LEN as usize - 8, &mut buf)),
+        errno_of(map.read_at(LEN - 8, &mut buf)),
         Errno::NXIO
     );
     assert!(map.is_revoked());
@@ -89,7 +89,7 @@ fn shrunk_segment_revokes_the_mapping_not_the_process() {
 fn reads_and_writes_while_a_peer_shrinks_in_a_loop() {
     let mut cleanup = Cleanup::new();
     let name = cleanup.name();
-    let seg = create(&name, LEN);
+    let seg = create(&name, LEN as u64);
     let script = format!(
         "while :; do truncate -s 0 {p}; truncate -s {LEN} {p}; done",
         p = shm_path(&name).display()
@@ -102,11 +102,11 @@ fn reads_and_writes_while_a_peer_shrinks_in_a_loop() {
     while Instant::now() < deadline {
         let Some(m) = map.as_ref() else {
             // ENXIO while the segment is short: try again.
-            map = seg.map().ok().filter(|m| m.len() == LEN as usize);
+            map = seg.map().ok().filter(|m| m.len() == LEN);
             map_attempts += 1;
             continue;
         };
-        let at = (done as usize * 4096) % (LEN as usize - buf.len());
+        let at = (done as usize * 4096) % (LEN - buf.len());
         let r = match done % 3 {
             0 => m.read_at(at, &mut buf),
             1 => m.write_at(at, &buf),

@@ -122,6 +122,17 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
     configure(&mut config);
     let engine =
         Engine::new(&config).map_err(|e| Failure::new(exit::SOFTWARE, format!("{e:#}")))?;
+    // Windows live only in shared memories, so every host function (WASI
+    // too) copies through raw pointers instead of borrowing bytes another
+    // process can change: with windows granted, the guest's own memory is
+    // made shared. Text (`.wat`) and components are left to `Module::new`.
+    let bytes = if args.max_mapped > 0 {
+        shmgate_host::wasm::share_memory(&bytes)
+            .map(|shared| shared.into_owned())
+            .unwrap_or(bytes)
+    } else {
+        bytes
+    };
     let module = Module::new(&engine, &bytes).map_err(|e| {
         Failure::new(
             exit::DATAERR,

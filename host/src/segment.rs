@@ -7,6 +7,7 @@ use shmgate_core::{Errno, Mode, OFlags, ShmName, ShmPath};
 
 use crate::mapping::Mapping;
 use crate::sys;
+use crate::sys::window::guarded::GuardedMapping;
 use crate::{Error, Op};
 
 /// Validates `name` with the core's rules and builds its path. Every entry
@@ -295,11 +296,9 @@ impl Segment {
     /// `pwrite` errors.
     #[doc(alias = "pwrite")]
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<usize, Error> {
-        let len = self
-            .len()
-            .map_err(|e| Error::new(Op::Write, &self.name, e.errno()))?;
-        let room = usize::try_from(len.saturating_sub(offset)).unwrap_or(usize::MAX);
-        let n = buf.len().min(room);
+        let n = self
+            .write_room(offset, buf.len())
+            .map_err(self.err(Op::Write))?;
         if n == 0 {
             // Nothing fits; still refuse a write to a read-only segment.
             return if self.writable {
@@ -309,6 +308,14 @@ impl Segment {
             };
         }
         sys::pwrite(self.fd.as_fd(), &buf[..n], offset).map_err(self.err(Op::Write))
+    }
+
+    /// How many of `want` bytes a write at `offset` may write: what fits
+    /// below the current size (`fstat`), so writes never grow the segment.
+    pub(crate) fn write_room(&self, offset: u64, want: usize) -> Result<usize, Errno> {
+        let len = sys::fstat(self.fd.as_fd())?.len;
+        let room = usize::try_from(len.saturating_sub(offset)).unwrap_or(usize::MAX);
+        Ok(want.min(room))
     }
 
     /// Reads exactly `buf.len()` bytes at `offset`.
@@ -369,8 +376,9 @@ impl Segment {
         let len = usize::try_from(len)
             .map_err(|_| Errno::NOMEM)
             .map_err(self.err(Op::Map))?;
-        let raw = sys::mmap(self.fd.as_fd(), offset, len, self.writable).map_err(fail)?;
-        Ok(Mapping::new(raw, Arc::clone(&self.name)))
+        let guarded =
+            GuardedMapping::new(self.fd.as_fd(), offset, len, self.writable).map_err(fail)?;
+        Ok(Mapping::new(guarded, Arc::clone(&self.name)))
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {

@@ -13,6 +13,7 @@
 //!   processes.
 //! - [`lifecycle`]: the creator lock and orphan removal against creators
 //!   that live, exit or are killed.
+//! - [`truncation`]: native mappings survive a peer that shrinks them.
 //!
 //! Every test uses its own names (`shmgate-test-<pid>-<n>`) and removes
 //! what it created, pass or fail. Tests that need a second process, another
@@ -29,3 +30,4 @@ mod interop_python;
 mod lifecycle;
 mod sealed;
 mod sys;
+mod truncation;

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use rustix::fs::{self as rfs, FileType};
 use rustix::io::Errno as RErrno;
-use rustix::mm::{MapFlags, ProtFlags};
 use shmgate_core::{Errno, Mode, OFlags, ShmPath};
 
 mod create;
@@ -162,7 +161,8 @@ pub(crate) fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> Result<usiz
     retry(|| rustix::io::pwrite(fd, buf, offset))
 }
 
-/// A `MAP_SHARED` mapping of part of a segment, unmapped on drop.
+/// A `MAP_SHARED` mapping of part of a segment, unmapped on drop; made by
+/// [`window::guarded`], which registers it with the signal handler.
 ///
 /// The memory may be written at any time by another process, so it is
 /// never handed out as `&[u8]`: only copies (`copy_out`, `copy_in`),
@@ -184,39 +184,6 @@ unsafe impl Send for RawMapping {}
 // reference to non-atomic shared bytes) or hands out atomics.
 #[allow(unsafe_code)]
 unsafe impl Sync for RawMapping {}
-
-/// `mmap(NULL, len, PROT_READ[|PROT_WRITE], MAP_SHARED, fd, offset)`.
-///
-/// The caller checks `offset` and `len` against the segment (non-zero,
-/// page-aligned offset, inside the current length).
-#[allow(unsafe_code)]
-pub(crate) fn mmap(
-    fd: BorrowedFd<'_>,
-    offset: u64,
-    len: usize,
-    writable: bool,
-) -> Result<RawMapping, Errno> {
-    let prot = if writable {
-        ProtFlags::READ | ProtFlags::WRITE
-    } else {
-        ProtFlags::READ
-    };
-    // SAFETY: a null hint without MAP_FIXED lets the kernel pick fresh
-    // address space, so no existing Rust memory is replaced.
-    let ptr = unsafe {
-        rustix::mm::mmap(
-            std::ptr::null_mut(),
-            len,
-            prot,
-            MapFlags::SHARED,
-            fd,
-            offset,
-        )
-    }
-    .map_err(errno)?;
-    let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(Errno::NOMEM)?;
-    Ok(RawMapping { ptr, len, writable })
-}
 
 impl RawMapping {
     pub(crate) fn len(&self) -> usize {
@@ -348,7 +315,6 @@ pub(crate) fn futex_wake(word: &AtomicU32, count: u32) -> Result<usize, Errno> {
     futex::wake(word, futex::Flags::empty(), count).map_err(errno)
 }
 
-#[cfg(feature = "wasmtime")]
 pub(crate) mod window;
 
 /// `fstat` and `fcntl(F_GETFL)`: whether `fd` is a regular file, and

@@ -2,15 +2,20 @@
 //! handle table, and what this store created.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use shmgate_core::{Errno, Mode, OFlags};
 
 use super::policy::{HANDLES_LIMIT, ShmPolicy};
 use crate::segment::{Identity, open_shared, unlink_if_same};
-use crate::sys::{self, window::GuardedMapping};
+use crate::sys::window::guarded::GuardedMapping;
+use crate::sys::window::guest::GuestRange;
+use crate::sys::window::map::{map_window, unmap_window};
+use crate::sys::window::memory::MemoryWindows;
+use crate::sys::window::wait::{Woke, wait_either, wake_private};
+use crate::sys::{self};
 use crate::{Segment, unlink};
 
 /// Window offsets and lengths are multiples of the wasm page size.
@@ -19,7 +24,8 @@ pub(crate) const WINDOW_ALIGN: u64 = 64 << 10;
 /// The most pages a store keeps mapped for `wait32`/`notify`.
 const FUTEX_PAGES: usize = 16;
 
-/// How long one futex wait lasts before the interrupt flag is checked.
+/// On kernels without `futex_waitv` (before 5.16), how long one futex wait
+/// lasts before the interrupt flag is checked.
 const WAIT_SLICE: Duration = Duration::from_millis(20);
 
 /// The shmgate state of one wasmtime store: put it in the store's data and
@@ -38,21 +44,42 @@ pub struct ShmCtx {
     /// How many segments this store has created over its life, for the
     /// `max_created` quota (unlinking one does not give the create back).
     created_total: usize,
-    /// Windows mapped into this store's memories.
+    /// Windows mapped into this store's memories (pruned of memories that
+    /// no longer exist, see [`ShmCtx::prune_windows`]).
     windows: Vec<WindowRec>,
     /// Host mappings of the pages `wait32`/`notify` used last, by
     /// `(handle, page offset)`; at most [`FUTEX_PAGES`], so a guest cannot
     /// make the host exhaust its mappings (`vm.max_map_count`).
     futex_pages: HashMap<(i32, u64), GuardedMapping>,
-    interrupt: Arc<AtomicBool>,
+    interrupt: Arc<Interrupt>,
 }
 
-/// A window: which memory (its base address), where, how long.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A window in this store's books: which memory, where, how long. The
+/// memory itself owns the registration; `memory` is weak so a window of a
+/// memory that was dropped (the store was, or the context moved to a new
+/// store with `Store::into_data`) stops counting.
+#[derive(Debug, Clone)]
 pub(crate) struct WindowRec {
-    pub(crate) memory_base: usize,
-    pub(crate) addr: u32,
-    pub(crate) len: u32,
+    memory: Weak<MemoryWindows>,
+    memory_base: usize,
+    addr: u32,
+    len: u32,
+}
+
+impl WindowRec {
+    /// The host address range of the window.
+    fn host_range(&self) -> std::ops::Range<usize> {
+        let start = self.memory_base + self.addr as usize;
+        start..start + self.len as usize
+    }
+}
+
+/// A store's interrupt: a flag, and a private futex word that `wait32`
+/// sleeps on beside the shared one, so an interrupt wakes it at once.
+#[derive(Debug, Default)]
+struct Interrupt {
+    flag: AtomicBool,
+    seq: AtomicU32,
 }
 
 /// What `map` needs after its checks: the window length and access.
@@ -64,20 +91,23 @@ pub(crate) struct MapPlan {
 }
 
 /// Interrupts the `wait32` calls of one store from any thread: they return
-/// `-EINTR` within a few milliseconds, and new ones return it at once,
-/// until [`clear`](WaitInterrupt::clear).
+/// `-EINTR` at once (they are woken, not polled), and new ones return it
+/// at once, until [`clear`](WaitInterrupt::clear).
 #[derive(Clone, Debug)]
-pub struct WaitInterrupt(Arc<AtomicBool>);
+pub struct WaitInterrupt(Arc<Interrupt>);
 
 impl WaitInterrupt {
-    /// Makes every current and future `wait32` of the store return `EINTR`.
+    /// `futex(FUTEX_WAKE)`: makes every current and future `wait32` of the
+    /// store return `EINTR`.
     pub fn interrupt(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.flag.store(true, Ordering::SeqCst);
+        self.0.seq.fetch_add(1, Ordering::SeqCst);
+        wake_private(&self.0.seq);
     }
 
     /// Lets `wait32` block again.
     pub fn clear(&self) {
-        self.0.store(false, Ordering::SeqCst);
+        self.0.flag.store(false, Ordering::SeqCst);
     }
 }
 
@@ -100,7 +130,7 @@ impl ShmCtx {
             created_total: 0,
             windows: Vec::new(),
             futex_pages: HashMap::new(),
-            interrupt: Arc::new(AtomicBool::new(false)),
+            interrupt: Arc::default(),
         }
     }
 
@@ -216,15 +246,42 @@ impl ShmCtx {
         WaitInterrupt(Arc::clone(&self.interrupt))
     }
 
-    /// The windows currently mapped into this store's memories.
+    /// Forgets the windows of memories that no longer exist.
+    fn prune_windows(&mut self) {
+        self.windows.retain(|w| w.memory.strong_count() > 0);
+    }
+
+    /// The bytes of the windows currently mapped into this store's
+    /// memories.
     pub fn mapped_bytes(&self) -> u64 {
-        self.windows.iter().map(|w| u64::from(w.len)).sum()
+        self.live_windows().map(|w| u64::from(w.len)).sum()
+    }
+
+    /// How many windows are mapped into this store's memories.
+    pub fn mapped_windows(&self) -> usize {
+        self.live_windows().count()
+    }
+
+    fn live_windows(&self) -> impl Iterator<Item = &WindowRec> {
+        self.windows.iter().filter(|w| w.memory.strong_count() > 0)
+    }
+
+    /// `EFAULT` if a guest buffer overlaps one of this store's windows:
+    /// their bytes are for loads and stores, never for `read`/`write`.
+    pub(crate) fn check_buffer(&self, range: &GuestRange<'_>) -> Result<(), Errno> {
+        let (start, end) = (range.addr(), range.addr() + range.len());
+        let hit = range.len() > 0
+            && self.live_windows().any(|w| {
+                let r = w.host_range();
+                r.start < end && start < r.end
+            });
+        if hit { Err(Errno::FAULT) } else { Ok(()) }
     }
 
     /// The checks of `map`: handle, `prot`, alignment, bounds, rights and
     /// the mapped-bytes quota. The caller then grows the memory and maps.
     pub(crate) fn plan_map(
-        &self,
+        &mut self,
         handle: i32,
         offset: i64,
         len: i32,
@@ -251,7 +308,10 @@ impl ShmCtx {
         {
             return Err(Errno::NXIO);
         }
-        if self.mapped_bytes() + u64::from(len) > self.policy.max_mapped {
+        self.prune_windows();
+        if self.mapped_bytes() + u64::from(len) > self.policy.max_mapped
+            || self.windows.len() >= self.policy.max_windows
+        {
             return Err(Errno::NOMEM);
         }
         Ok(MapPlan {
@@ -261,18 +321,18 @@ impl ShmCtx {
         })
     }
 
-    /// Maps the planned window over guest bytes `addr..` of the memory at
-    /// `memory_base`, which the caller has just grown for it.
+    /// Maps the planned window over guest bytes `addr..` of `memory`,
+    /// which the caller has just grown for it.
     pub(crate) fn map_at(
         &mut self,
         handle: i32,
         plan: MapPlan,
-        memory_base: *mut u8,
+        memory: &Arc<MemoryWindows>,
         addr: u32,
     ) -> Result<(), Errno> {
         let entry = self.table.get(handle)?;
-        sys::window::map_window(
-            memory_base,
+        map_window(
+            memory,
             addr as usize,
             plan.len as usize,
             std::os::fd::AsFd::as_fd(&entry.seg),
@@ -280,27 +340,34 @@ impl ShmCtx {
             plan.writable,
         )?;
         self.windows.push(WindowRec {
-            memory_base: memory_base as usize,
+            memory: Arc::downgrade(memory),
+            memory_base: memory.base(),
             addr,
             len: plan.len,
         });
         Ok(())
     }
 
-    /// `unmap`: `addr`/`len` must be exactly one window of this memory;
-    /// private zeroed pages take its place.
-    pub(crate) fn unmap(&mut self, memory_base: *mut u8, addr: i32, len: i32) -> Result<(), Errno> {
-        let want = WindowRec {
-            memory_base: memory_base as usize,
-            addr: addr as u32,
-            len: len as u32,
-        };
+    /// `unmap`: `addr`/`len` must be exactly one window of `memory`;
+    /// private zeroed pages take its place. If they cannot (no memory),
+    /// the window stays, registered, and the error is returned.
+    pub(crate) fn unmap(
+        &mut self,
+        memory: Option<&Arc<MemoryWindows>>,
+        addr: i32,
+        len: i32,
+    ) -> Result<(), Errno> {
+        self.prune_windows();
+        let memory = memory.ok_or(Errno::INVAL)?;
+        let (addr, len) = (addr as u32, len as u32);
         let i = self
             .windows
             .iter()
-            .position(|w| *w == want)
+            .position(|w| {
+                w.memory.as_ptr() == Arc::as_ptr(memory) && w.addr == addr && w.len == len
+            })
             .ok_or(Errno::INVAL)?;
-        sys::window::unmap_window(memory_base, want.addr as usize, want.len as usize)?;
+        unmap_window(memory, addr as usize, len as usize)?;
         self.windows.swap_remove(i);
         Ok(())
     }
@@ -346,6 +413,11 @@ impl ShmCtx {
     /// `wait32`: blocks while the shared word at `offset` holds `expected`,
     /// until `notify`, the timeout (negative: none), the policy's
     /// `max_wait`, or the interrupt handle.
+    ///
+    /// It sleeps in one `futex_waitv` on the shared word and the store's
+    /// interrupt word: no periodic wake-ups (on kernels before 5.16 it
+    /// falls back to 20 ms slices). A deadline too far to express (a huge
+    /// `max_wait`) means no deadline.
     pub(crate) fn wait32(
         &mut self,
         handle: i32,
@@ -359,17 +431,28 @@ impl ShmCtx {
         let word = mapping.atomic_u32(within)?;
         let wanted =
             u64::try_from(timeout_ns).map_or(limit, |ns| Duration::from_nanos(ns).min(limit));
-        let deadline = Instant::now() + wanted;
+        let deadline = Instant::now().checked_add(wanted);
+        let expected = expected as u32;
         loop {
-            if interrupt.load(Ordering::SeqCst) {
+            let seen = interrupt.seq.load(Ordering::SeqCst);
+            if interrupt.flag.load(Ordering::SeqCst) {
                 return Err(Errno::INTR);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Errno::TIMEDOUT);
-            }
-            if sys::futex_wait(word, expected as u32, left.min(WAIT_SLICE))? {
-                return Ok(());
+            match wait_either(word, expected, &interrupt.seq, seen, deadline) {
+                Ok(Woke::Shared) => return Ok(()),
+                Ok(Woke::TimedOut) => return Err(Errno::TIMEDOUT),
+                Ok(Woke::Interrupt) => {}
+                Err(Errno::NOSYS) => {
+                    let left = deadline
+                        .map_or(WAIT_SLICE, |d| d.saturating_duration_since(Instant::now()));
+                    if left.is_zero() {
+                        return Err(Errno::TIMEDOUT);
+                    }
+                    if sys::futex_wait(word, expected, left.min(WAIT_SLICE))? {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -442,22 +525,38 @@ impl ShmCtx {
     }
 
     /// `read`: copies from the segment at `offset` into `buf` (guest
-    /// memory); short at the end of the segment.
-    pub(crate) fn read(&self, handle: i32, offset: i64, buf: &mut [u8]) -> Result<usize, Errno> {
+    /// memory, by the kernel); short at the end of the segment.
+    pub(crate) fn read(
+        &self,
+        handle: i32,
+        offset: i64,
+        buf: GuestRange<'_>,
+    ) -> Result<usize, Errno> {
         let entry = self.table.get(handle)?;
+        self.check_buffer(&buf)?;
         let offset = checked_range(offset, buf.len())?;
-        entry.seg.read_at(buf, offset).map_err(|e| e.errno())
+        buf.pread(entry.seg.fd(), offset)
     }
 
-    /// `write`: copies `buf` (guest memory) into the segment at `offset`;
-    /// short at the end of the segment, never grows it.
-    pub(crate) fn write(&self, handle: i32, offset: i64, buf: &[u8]) -> Result<usize, Errno> {
+    /// `write`: copies `buf` (guest memory, by the kernel) into the segment
+    /// at `offset`; short at the end of the segment, never grows it.
+    pub(crate) fn write(
+        &self,
+        handle: i32,
+        offset: i64,
+        buf: GuestRange<'_>,
+    ) -> Result<usize, Errno> {
         let entry = self.table.get(handle)?;
         if !entry.writable {
             return Err(Errno::BADF);
         }
+        self.check_buffer(&buf)?;
         let offset = checked_range(offset, buf.len())?;
-        entry.seg.write_at(buf, offset).map_err(|e| e.errno())
+        let room = entry.seg.write_room(offset, buf.len())?;
+        if room == 0 {
+            return Ok(0);
+        }
+        buf.prefix(room).pwrite(entry.seg.fd(), offset)
     }
 }
 

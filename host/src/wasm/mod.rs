@@ -19,15 +19,16 @@
 //! atomic32(handle: i32, offset: i64, op: i32, operand: i32, expected: i32) -> i64 ; old value
 //! ```
 //!
-//! Windows (`map`) need an engine set up with [`configure`]; see
-//! `docs/ABI.md` for their safety model.
+//! Windows (`map`) need an engine set up with [`configure`] and a guest
+//! whose memory is shared (declared so, or made so by [`share_memory`]);
+//! see `docs/ABI.md` for their safety model.
 //!
 //! Everything a guest passes is untrusted: pointers and lengths are
 //! unsigned 32-bit and checked against its memory (`EFAULT`), handles come
 //! from a per-store table with generations (`EBADF`), names are resolved
 //! inside the policy's namespace, and every flag is checked against the
 //! rights. A guest mistake is an errno, never a trap; the only trap is a
-//! guest that exports no (non-shared) `memory`.
+//! guest that exports no `memory`.
 //!
 //! # Examples
 //!
@@ -56,17 +57,21 @@
 
 mod ctx;
 mod policy;
+mod share;
 
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use shmgate_core::Errno;
-use wasmtime::{Caller, Config, Extern, Linker, Memory};
+use wasmtime::{Caller, Config, Linker};
 
 pub use crate::sys::window::ShmMemoryCreator;
 pub use ctx::{ShmCtx, WaitInterrupt};
-pub use policy::{HANDLES_LIMIT, ShmPolicy, ShmPolicyBuilder};
+pub use policy::{DEFAULT_MAX_WINDOWS, HANDLES_LIMIT, ShmPolicy, ShmPolicyBuilder};
+pub use share::share_memory;
 
-use crate::sys::window::{guest_bytes_and_data, is_window_memory};
+use crate::sys::window::guest::{GuestMemory, NAME_COPY_MAX, range_and_data};
+use crate::sys::window::memory::memory_at;
 
 /// The import module name of the ABI.
 pub const MODULE: &str = "shmgate_v1";
@@ -75,8 +80,11 @@ pub const MODULE: &str = "shmgate_v1";
 /// (and with it the signal handler that keeps shrunk and read-only windows
 /// survivable; call this before creating any `Engine`), turns off
 /// copy-on-write memory images (a custom creator needs that, wasmtime
-/// issue 10740) and moving memories, and enables the threads proposal so
-/// guests can use atomic instructions on their (non-shared) memory.
+/// issue 10740) and moving memories, and enables the threads proposal and
+/// shared memories: windows live only in a guest's *shared* memory, so
+/// that every host function (WASI's too) copies through raw pointers
+/// instead of borrowing bytes another process can change. A guest gets a
+/// shared memory by declaring one, or through [`share_memory`].
 ///
 /// Without it every call except `map`/`unmap` works, and `map` is
 /// `ENOTSUP`. The pooling allocator never uses a custom creator, so
@@ -87,16 +95,52 @@ pub fn configure(config: &mut Config) -> &mut Config {
         .memory_init_cow(false)
         .memory_may_move(false)
         .wasm_threads(true)
+        .shared_memory(true)
 }
 
-/// The caller's exported memory.
-fn memory<T: 'static>(caller: &mut Caller<'_, T>) -> wasmtime::Result<Memory> {
-    match caller.get_export("memory") {
-        Some(Extern::Memory(mem)) => Ok(mem),
-        _ => Err(wasmtime::Error::msg(
-            "shmgate_v1: the guest must export a non-shared memory named \"memory\"",
-        )),
-    }
+/// What [`window_at`] reports of a registered range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowInfo {
+    /// The host address where the range starts.
+    pub start: usize,
+    /// Its length in bytes.
+    pub len: usize,
+    /// Its state.
+    pub state: WindowState,
+}
+
+/// The state of a registered range, as [`window_at`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WindowState {
+    /// Mapped shared, readable and writable.
+    ReadWrite,
+    /// Mapped shared, read-only.
+    ReadOnly,
+    /// `PROT_NONE` after the segment shrank under it (or a failed unmap):
+    /// guest accesses trap.
+    Revoked,
+    /// Replaced by private zeroed pages after host code touched it.
+    Detached,
+}
+
+/// The window (or guarded host mapping of segment pages) covering host
+/// address `addr`, as the signal handler would find it: a lock-free O(1)
+/// lookup in the process-wide registry. For diagnostics and tests.
+pub fn window_at(addr: *const u8) -> Option<WindowInfo> {
+    use crate::sys::window::record::State;
+    let snap = crate::sys::window::registry::lookup(addr as usize)?;
+    let state = match snap.state {
+        State::ReadWrite => WindowState::ReadWrite,
+        State::ReadOnly => WindowState::ReadOnly,
+        State::Revoked => WindowState::Revoked,
+        _ => WindowState::Detached,
+    };
+    Some(WindowInfo {
+        start: snap.start,
+        len: snap.end - snap.start,
+        state,
+    })
 }
 
 /// Encodes a result for the guest: the value, or `-errno`.
@@ -114,19 +158,24 @@ fn map<T: 'static>(
     ctx: impl Fn(&mut T) -> &mut ShmCtx,
     (handle, offset, len, prot): (i32, i64, i32, i32),
 ) -> wasmtime::Result<Result<u32, Errno>> {
-    let mem = memory(caller)?;
+    let mem = GuestMemory::of(caller)?;
     let plan = match ctx(caller.data_mut()).plan_map(handle, offset, len, prot) {
         Ok(plan) => plan,
         Err(e) => return Ok(Err(e)),
     };
-    let base = mem.data_ptr(&*caller);
-    if !is_window_memory(base) {
+    // Windows only in shared memories made by our creator (see
+    // `configure`).
+    let windows = match &mem {
+        GuestMemory::Shared(_) => memory_at(mem.base_and_size(caller).0),
+        GuestMemory::Local(_) => None,
+    };
+    let Some(windows) = windows else {
         return Ok(Err(Errno::NOTSUP));
-    }
+    };
     // Grow, and map over the new pages: mapping over pages the guest
     // already uses would silently destroy them.
     let pages = u64::from(plan.len) / ctx::WINDOW_ALIGN;
-    let Ok(old_pages) = mem.grow(&mut *caller, pages) else {
+    let Ok(old_pages) = mem.grow(caller, pages) else {
         return Ok(Err(Errno::NOMEM));
     };
     let Some(addr) = old_pages
@@ -136,8 +185,22 @@ fn map<T: 'static>(
         return Ok(Err(Errno::NOMEM));
     };
     Ok(ctx(caller.data_mut())
-        .map_at(handle, plan, base, addr)
+        .map_at(handle, plan, &windows, addr)
         .map(|()| addr))
+}
+
+/// Copies a guest name out of its memory and passes it to `f`: names are
+/// copied (at most [`NAME_COPY_MAX`] bytes, longer is `ENAMETOOLONG`), never
+/// borrowed, so a racing writer cannot change them between check and use.
+fn with_name<T: 'static, R>(
+    caller: &mut Caller<'_, T>,
+    (ptr, len): (i32, i32),
+    f: impl FnOnce(&mut T, &[u8]) -> Result<R, Errno>,
+) -> wasmtime::Result<Result<R, Errno>> {
+    let mem = GuestMemory::of(caller)?;
+    let mut buf = [MaybeUninit::uninit(); NAME_COPY_MAX];
+    Ok(range_and_data(caller, &mem, ptr as u32, len as u32)
+        .and_then(|(range, data)| f(data, range.copy_name(&mut buf)?)))
 }
 
 /// Adds the `shmgate_v1` functions to `linker`; `get` finds the store's
@@ -154,9 +217,9 @@ pub fn add_to_linker<T: 'static>(
         MODULE,
         "open",
         move |mut caller: Caller<'_, T>, name_ptr: i32, name_len: i32, oflags: i32, mode: i32| {
-            let mem = memory(&mut caller)?;
-            let r = guest_bytes_and_data(&mut caller, &mem, name_ptr as u32, name_len as u32)
-                .and_then(|(name, data)| get(data).open(name, oflags as u32, mode as u32));
+            let r = with_name(&mut caller, (name_ptr, name_len), |data, name| {
+                get(data).open(name, oflags as u32, mode as u32)
+            })?;
             Ok(wire(r))
         },
     )?;
@@ -164,9 +227,9 @@ pub fn add_to_linker<T: 'static>(
         MODULE,
         "unlink",
         move |mut caller: Caller<'_, T>, name_ptr: i32, name_len: i32| {
-            let mem = memory(&mut caller)?;
-            let r = guest_bytes_and_data(&mut caller, &mem, name_ptr as u32, name_len as u32)
-                .and_then(|(name, data)| get(data).unlink(name));
+            let r = with_name(&mut caller, (name_ptr, name_len), |data, name| {
+                get(data).unlink(name)
+            })?;
             Ok(wire(r.map(|()| 0)))
         },
     )?;
@@ -193,8 +256,8 @@ pub fn add_to_linker<T: 'static>(
         MODULE,
         "read",
         move |mut caller: Caller<'_, T>, handle: i32, offset: i64, ptr: i32, len: i32| {
-            let mem = memory(&mut caller)?;
-            let r = guest_bytes_and_data(&mut caller, &mem, ptr as u32, len as u32)
+            let mem = GuestMemory::of(&mut caller)?;
+            let r = range_and_data(&mut caller, &mem, ptr as u32, len as u32)
                 .and_then(|(buf, data)| get(data).read(handle, offset, buf));
             Ok(wire(r))
         },
@@ -203,8 +266,8 @@ pub fn add_to_linker<T: 'static>(
         MODULE,
         "write",
         move |mut caller: Caller<'_, T>, handle: i32, offset: i64, ptr: i32, len: i32| {
-            let mem = memory(&mut caller)?;
-            let r = guest_bytes_and_data(&mut caller, &mem, ptr as u32, len as u32)
+            let mem = GuestMemory::of(&mut caller)?;
+            let r = range_and_data(&mut caller, &mem, ptr as u32, len as u32)
                 .and_then(|(buf, data)| get(data).write(handle, offset, buf));
             Ok(wire(r))
         },
@@ -220,9 +283,12 @@ pub fn add_to_linker<T: 'static>(
         MODULE,
         "unmap",
         move |mut caller: Caller<'_, T>, addr: i32, len: i32| {
-            let base = memory(&mut caller)?.data_ptr(&caller);
+            let mem = GuestMemory::of(&mut caller)?;
+            let windows = memory_at(mem.base_and_size(&caller).0);
             Ok(wire(
-                get(caller.data_mut()).unmap(base, addr, len).map(|()| 0),
+                get(caller.data_mut())
+                    .unmap(windows.as_ref(), addr, len)
+                    .map(|()| 0),
             ))
         },
     )?;

@@ -32,9 +32,14 @@ pub struct ShmPolicy {
     pub(crate) max_segment_size: u64,
     pub(crate) max_created: usize,
     pub(crate) max_mapped: u64,
+    pub(crate) max_windows: usize,
     pub(crate) max_wait: std::time::Duration,
     pub(crate) auto_unlink: bool,
 }
+
+/// How many windows a store may have mapped at once unless its policy
+/// says otherwise ([`ShmPolicyBuilder::max_windows`]).
+pub const DEFAULT_MAX_WINDOWS: usize = 64;
 
 /// The most handles one store can hold: handles carry a 16-bit slot index.
 pub const HANDLES_LIMIT: usize = 1 << 16;
@@ -61,6 +66,7 @@ impl ShmPolicy {
             max_segment_size: 64 << 20,
             max_created: 16,
             max_mapped: 0,
+            max_windows: DEFAULT_MAX_WINDOWS,
             max_wait: std::time::Duration::from_secs(30),
             auto_unlink: false,
         }
@@ -190,11 +196,22 @@ impl ShmPolicyBuilder {
         self
     }
 
+    /// The most windows mapped into this store's memories at once
+    /// (default [`DEFAULT_MAX_WINDOWS`]). `map` beyond it is `ENOMEM`.
+    /// Windows of one store never use up another store's: the
+    /// process-wide registry holds 4 Mi registrations, enough for 50,000
+    /// stores at the default limits (64 windows and 16 futex pages each).
+    pub fn max_windows(mut self, n: usize) -> Self {
+        self.policy.max_windows = n;
+        self
+    }
+
     /// The longest one `wait32` may block (default 30 s), whatever timeout
     /// the guest asks for; it then returns `ETIMEDOUT`. Host calls are not
     /// reached by wasmtime's epoch interruption, so this (and
     /// [`ShmCtx::interrupt_handle`](super::ShmCtx::interrupt_handle)) is what
-    /// keeps a waiting guest from holding its thread forever.
+    /// keeps a waiting guest from holding its thread forever. Any value
+    /// works: one too far to express as a deadline means no limit.
     pub fn max_wait(mut self, limit: std::time::Duration) -> Self {
         self.policy.max_wait = limit;
         self

@@ -377,7 +377,7 @@ pub(crate) fn assert_memory_trap(result: wasmtime::Result<i64>, what: &str) {
         Err(e) => {
             let text = format!("{e:?}");
             assert!(
-                text.contains("must export a non-shared memory named \"memory\""),
+                text.contains("must export a memory named \"memory\""),
                 "{what}: unexpected trap: {text}"
             );
         }

@@ -116,8 +116,8 @@ fn window_past_memory_maximum_is_enomem() {
         .open_owned(ns.name("seg"))
         .unwrap();
     let small = crate::common::GUEST.replace(
-        "(memory (export \"memory\") 1 1000)",
-        "(memory (export \"memory\") 1 2)",
+        "(memory (export \"memory\") 1 1000 shared)",
+        "(memory (export \"memory\") 1 2 shared)",
     );
     let mut g = Guest::with_engine(
         crate::common::engine(),

@@ -8,7 +8,7 @@ use shmgate_core::Errno;
 use shmgate_host::OpenOptions;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy};
 
-use crate::common::{GUEST, Guest, Ns, PAGE, init, mapped_in_proc, policy};
+use crate::common::{Guest, Ns, PAGE, init, local_guest, mapped_in_proc, policy};
 
 #[test]
 fn window_shares_memory_both_ways() {
@@ -89,7 +89,8 @@ fn pooling_engine_refuses_windows() {
     config.allocation_strategy(InstanceAllocationStrategy::pooling());
     let pooling = Engine::new(&config).unwrap();
     for tenant in 0..2 {
-        let mut g = Guest::with_engine(&pooling, GUEST, policy(&ns).build().unwrap());
+        // Pooling refuses shared memories, so the guest's is local.
+        let mut g = Guest::with_engine(&pooling, &local_guest(), policy(&ns).build().unwrap());
         let h = g.open("seg", 1);
         assert_eq!(
             g.map(h, 0, PAGE, 3),

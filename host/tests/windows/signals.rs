@@ -144,7 +144,7 @@ fn read_only_window_as_a_destination() {
       (import "shmgate_v1" "open" (func $open (param i32 i32 i32 i32) (result i64)))
       (import "shmgate_v1" "map" (func $map (param i32 i64 i32 i32) (result i64)))
       (import "shmgate_v1" "read" (func $read (param i32 i64 i32 i32) (result i64)))
-      (memory (export "memory") 1 100)
+      (memory (export "memory") 1 100 shared)
       (data (i32.const 0) "ro")
       (global $win (mut i32) (i32.const 0))
       (global $h (mut i32) (i32.const 0))

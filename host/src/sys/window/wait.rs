@@ -1,0 +1,132 @@
+//! Waiting on a shared word and a private interrupt word at once
+//! (`futex_waitv`, Linux 5.16+), so a blocked `wait32` sleeps until a
+//! `notify`, its deadline or an interrupt, with no periodic wake-ups.
+
+use std::sync::atomic::AtomicU32;
+use std::time::{Duration, Instant};
+
+use shmgate_core::Errno;
+
+/// How a wait ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Woke {
+    /// The shared word was notified (or its value was no longer the
+    /// expected one).
+    Shared,
+    /// The interrupt word changed or was woken.
+    Interrupt,
+    /// The deadline passed.
+    TimedOut,
+}
+
+/// `struct futex_waitv` of `<linux/futex.h>`.
+#[repr(C)]
+struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+const FUTEX2_SIZE_U32: u32 = 0x02;
+const FUTEX2_PRIVATE: u32 = 128;
+
+/// `futex_waitv` on `shared` (while it holds `expected`, across processes)
+/// and `interrupt` (while it holds `seen`, this process only), until
+/// `deadline` (`None`: no deadline).
+///
+/// # Errors
+///
+/// `ENOSYS` on kernels before 5.16 (the caller falls back), and `EAGAIN`
+/// if `shared` does not hold `expected`.
+#[allow(unsafe_code)]
+pub(crate) fn wait_either(
+    shared: &AtomicU32,
+    expected: u32,
+    interrupt: &AtomicU32,
+    seen: u32,
+    deadline: Option<Instant>,
+) -> Result<Woke, Errno> {
+    let waiters = [
+        FutexWaitv {
+            val: u64::from(expected),
+            uaddr: shared.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        },
+        FutexWaitv {
+            val: u64::from(seen),
+            uaddr: interrupt.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32 | FUTEX2_PRIVATE,
+            reserved: 0,
+        },
+    ];
+    // An absolute CLOCK_MONOTONIC deadline (what `Instant` measures on
+    // Linux), from the time left, so `Instant`'s epoch is never needed.
+    let timeout = match deadline {
+        None => None,
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                // As FUTEX_WAIT does with a zero timeout: the value first.
+                return if shared.load(std::sync::atomic::Ordering::SeqCst) == expected {
+                    Ok(Woke::TimedOut)
+                } else {
+                    Err(Errno::AGAIN)
+                };
+            }
+            let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+            let now = Duration::new(
+                u64::try_from(now.tv_sec).unwrap_or(0),
+                u32::try_from(now.tv_nsec).unwrap_or(0),
+            );
+            now.checked_add(left).map(|abs| libc::timespec {
+                tv_sec: libc::time_t::try_from(abs.as_secs()).unwrap_or(libc::time_t::MAX),
+                tv_nsec: libc::c_long::from(abs.subsec_nanos()),
+            })
+        }
+    };
+    let ts_ptr = timeout
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `waiters` is an array of two valid futex_waitv structs whose
+    // addresses are live, aligned u32s for the duration of the call;
+    // `ts_ptr` is null or points at a live timespec.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            waiters.as_ptr(),
+            2u32,
+            0u32,
+            ts_ptr,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    if rc == 0 {
+        return Ok(Woke::Shared);
+    }
+    if rc == 1 {
+        return Ok(Woke::Interrupt);
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::ETIMEDOUT) => Ok(Woke::TimedOut),
+        Some(libc::EINTR) => Ok(Woke::Interrupt), // a signal: the caller looks again
+        Some(libc::EAGAIN) => {
+            if shared.load(std::sync::atomic::Ordering::SeqCst) != expected {
+                Err(Errno::AGAIN)
+            } else {
+                Ok(Woke::Interrupt)
+            }
+        }
+        Some(libc::ENOSYS) => Err(Errno::NOSYS),
+        Some(e) => Err(Errno::from_raw(u16::try_from(e).unwrap_or(Errno::IO.raw()))),
+        None => Err(Errno::IO),
+    }
+}
+
+/// `futex(FUTEX_WAKE_PRIVATE)`: wakes every waiter of a process-private
+/// word (the interrupt word).
+pub(crate) fn wake_private(word: &AtomicU32) {
+    use rustix::thread::futex;
+    let _ = futex::wake(word, futex::Flags::PRIVATE, u32::MAX >> 1);
+}

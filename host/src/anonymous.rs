@@ -209,8 +209,8 @@ pub fn send_segment(sock: &UnixStream, seg: &Segment) -> Result<(), Error> {
 ///
 /// # Errors
 ///
-/// `ENOMSG` (42) if the peer closed or sent no descriptor, `EMSGSIZE` (90) if
-/// it sent more than one, `EINVAL` if the descriptor is not a regular file,
+/// `ENOMSG` if the peer closed or sent no descriptor, `EMSGSIZE` if it
+/// sent more than one (all are closed), `EINVAL` if the descriptor is not a regular file,
 /// and the kernel's `recvmsg` errors.
 pub fn recv_segment(sock: &UnixStream) -> Result<Segment, Error> {
     let name: Arc<[u8]> = Arc::from(RECEIVED);

@@ -18,11 +18,6 @@ use super::{errno, retry};
 /// `F_SEAL_*` bits, as the kernel numbers them.
 pub(crate) type Seals = u32;
 
-/// `ENOMSG`: a message carried no descriptor (or the peer closed).
-const NOMSG: Errno = Errno::from_raw(42);
-/// `EMSGSIZE`: the message carried more than the one descriptor expected.
-const MSGSIZE: Errno = Errno::from_raw(90);
-
 /// `memfd_create(label, MFD_CLOEXEC | MFD_ALLOW_SEALING)`.
 pub(crate) fn memfd_create(label: &CStr) -> Result<OwnedFd, Errno> {
     rfs::memfd_create(label, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).map_err(errno)
@@ -74,10 +69,10 @@ pub(crate) fn recv_fd(sock: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
         }
     }
     if msg.flags.contains(ReturnFlags::CTRUNC) || fds.len() > 1 {
-        return Err(MSGSIZE); // `fds` are closed on the way out.
+        return Err(Errno::MSGSIZE); // `fds` are closed on the way out.
     }
     match (msg.bytes, fds.pop()) {
         (1, Some(fd)) => Ok(fd),
-        _ => Err(NOMSG),
+        _ => Err(Errno::NOMSG),
     }
 }

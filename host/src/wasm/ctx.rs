@@ -222,6 +222,28 @@ impl ShmCtx {
         Err(Errno::AGAIN)
     }
 
+    /// Hands the guest a handle to a segment the embedder opened itself: an
+    /// anonymous (`memfd`) segment, say, possibly sealed, that has no name
+    /// the guest could open. The guest can use it as any handle it opened
+    /// (`read`, `map`, `wait32`, ...), writable only if the segment is
+    /// writable and neither `read_only` nor the policy says otherwise; it
+    /// may not `set_size` it without the resize right.
+    ///
+    /// # Errors
+    ///
+    /// `EMFILE` if the store already holds its `max_handles`.
+    pub fn grant(&mut self, segment: Segment, read_only: bool) -> Result<u32, Errno> {
+        if self.table.len >= self.policy.max_handles.min(HANDLES_LIMIT) {
+            return Err(Errno::MFILE);
+        }
+        let writable = segment.is_writable() && !read_only && !self.policy.read_only;
+        self.table.insert(Entry {
+            seg: segment,
+            writable,
+            created_here: false,
+        })
+    }
+
     /// `unlink`: needs the unlink right, and a grant that is not read-only.
     pub(crate) fn unlink(&mut self, guest_name: &[u8]) -> Result<(), Errno> {
         let name = self.policy.resolve(guest_name)?;

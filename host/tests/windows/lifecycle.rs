@@ -138,3 +138,51 @@ fn host_copies_refuse_window_buffers() {
     seg.read_exact_at(&mut buf, 0).unwrap();
     assert_eq!(buf, [1; 16]);
 }
+
+/// `ShmCtx::grant`: the embedder hands the guest a segment that has no
+/// name (unlinked here; a sealed memfd in practice). The guest uses the
+/// handle like one it opened, within the grant: read-only means `write`
+/// is `EBADF` and a write window `EACCES`; a read window works.
+#[test]
+fn granted_segment_without_a_name() {
+    init();
+    let ns = Ns::new();
+    let name = ns.name("hidden");
+    let seg = OpenOptions::new()
+        .size(PAGE as u64)
+        .open_owned(&name)
+        .unwrap()
+        .into_segment();
+    seg.write_all_at(b"granted!", 0).unwrap();
+    shmgate_host::unlink(&name).unwrap();
+    let mut g = Guest::new(policy(&ns).max_handles(1).build().unwrap());
+    let h = g.store.data_mut().shm.grant(seg, true).unwrap();
+    let h = i32::try_from(h).unwrap();
+    let extra = OpenOptions::new()
+        .size(PAGE as u64)
+        .open_owned(ns.name("extra"))
+        .unwrap();
+    assert_eq!(
+        g.store.data_mut().shm.grant(extra.into_segment(), false),
+        Err(shmgate_core::Errno::MFILE),
+        "max_handles counts granted handles"
+    );
+    assert_eq!(
+        g.call::<(i32, i64, i32, i32), i64>("read", (h, 0, 100, 8)),
+        8
+    );
+    assert_eq!(
+        g.call::<(i32, i64, i32, i32), i64>("write", (h, 0, 100, 8)),
+        shmgate_core::Errno::BADF.to_wire()
+    );
+    assert_eq!(
+        g.map(i64::from(h), 0, PAGE, 3),
+        shmgate_core::Errno::ACCES.to_wire()
+    );
+    let a = g.map(i64::from(h), 0, PAGE, 1);
+    assert!(a > 0, "map: {a}");
+    assert_eq!(
+        g.call::<i32, i32>("load", a as i32 + 4),
+        i32::from_le_bytes(*b"ted!")
+    );
+}

@@ -226,8 +226,36 @@ fn bench_read(c: &mut Criterion) {
     group.finish();
 }
 
+/// `Mapping::read_at` of 4 KiB (the truncation check, two atomic loads,
+/// is a larger share of a small copy) against `memcpy`.
+fn bench_read_small(c: &mut Criterion) {
+    const SMALL: usize = 4096;
+    let mut group = c.benchmark_group("read_4KiB");
+    group.throughput(Throughput::Bytes(SMALL as u64));
+    let name = Name::new("read-small");
+    let (_seg, map) = rw_segment(&name);
+    let mut dst = vec![0u8; SMALL];
+    group.bench_function("memcpy_from_mapping", |b| {
+        b.iter(|| {
+            // SAFETY: the mapping is MIB >= SMALL bytes long (checked in
+            // `rw_segment`) and lives until the end of this function; `dst`
+            // is a Rust buffer of SMALL bytes and cannot overlap it.
+            unsafe { std::ptr::copy_nonoverlapping(map.as_ptr(), dst.as_mut_ptr(), SMALL) };
+            black_box(&mut dst);
+        })
+    });
+    group.bench_function("shmgate_mapping_read_at", |b| {
+        b.iter(|| {
+            map.read_at(0, black_box(&mut dst)).expect("read_at");
+            black_box(&mut dst);
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    bench_read_small,
     bench_open,
     bench_create,
     bench_create_sized,

@@ -186,3 +186,36 @@ fn granted_segment_without_a_name() {
         i32::from_le_bytes(*b"ted!")
     );
 }
+
+/// A sealed anonymous segment granted to a guest: its window works, and
+/// nobody (the host included) can shrink it under the window.
+#[test]
+fn sealed_anonymous_segment_granted_and_mapped() {
+    use shmgate_host::{Seals, Segment};
+    init();
+    let ns = Ns::new();
+    let seg = Segment::anonymous(PAGE as u64).unwrap();
+    seg.write_all_at(b"sealed!!", 0).unwrap();
+    seg.seal(Seals::SHRINK | Seals::GROW | Seals::SEAL).unwrap();
+    assert_eq!(
+        seg.set_len(0).unwrap_err().errno(),
+        shmgate_core::Errno::PERM,
+        "nobody can shrink it"
+    );
+    let mut g = Guest::new(policy(&ns).build().unwrap());
+    let host_view = seg.map().unwrap();
+    let h = i64::from(g.store.data_mut().shm.grant(seg, false).unwrap());
+    let a = g.map(h, 0, PAGE, 3);
+    assert!(a > 0, "map: {a}");
+    assert_eq!(
+        g.call::<i32, i32>("load", a as i32),
+        i32::from_le_bytes(*b"seal")
+    );
+    g.call::<(i32, i32), ()>("store", (a as i32, 0x0102_0304));
+    assert_eq!(
+        host_view
+            .load_u32(0, std::sync::atomic::Ordering::SeqCst)
+            .unwrap(),
+        0x0102_0304
+    );
+}

@@ -250,10 +250,10 @@ impl Mapping {
     }
 
     /// The start of the mapping, for `unsafe` code. Reading or writing
-    /// through it races other processes; writing to a read-only mapping
-    /// faults. An access a peer's shrink cut off lands in private pages
-    /// and revokes the mapping: check [`is_revoked`](Mapping::is_revoked)
-    /// afterwards.
+    /// through it races other processes. A write to a read-only mapping,
+    /// or an access a peer's shrink cut off, lands in private zeroed pages
+    /// (never in the segment) and revokes the mapping: check
+    /// [`is_revoked`](Mapping::is_revoked) afterwards.
     pub fn as_ptr(&self) -> *const u8 {
         self.raw().as_ptr()
     }

@@ -268,14 +268,33 @@ pub(crate) fn is_child(role: &str) -> bool {
 /// a process of its own, as child `role`, and returns its output. Children
 /// measure their own CPU time and memory, change their own resource
 /// limits, and may die of a signal without taking the test binary along.
+///
+/// A child that runs longer than five minutes is killed and the test fails:
+/// a hang is a bug too.
 pub(crate) fn run_child(test: &str, role: &str, env: &[(&str, String)]) -> std::process::Output {
+    use std::process::Stdio;
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
     cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CHILD, role);
+        .env(CHILD, role)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("re-running the test binary")
+    let mut child = cmd.spawn().expect("re-running the test binary");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while child.try_wait().expect("waiting for the child").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{role}: the child hung for 5 minutes and was killed\nstdout:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("the child's output")
 }
 
 /// Panics with the child's output unless it exited with status 0.

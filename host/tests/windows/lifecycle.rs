@@ -219,3 +219,39 @@ fn sealed_anonymous_segment_granted_and_mapped() {
         0x0102_0304
     );
 }
+
+/// A segment sealed against writes, granted read-write: the grant is
+/// read-only in effect (a writable mapping would be refused by the kernel
+/// after it had already unmapped the target, on kernels before 6.12), so a
+/// write window is `EACCES`, host atomics that store are `EBADF`, and a
+/// read window and `wait32` work.
+#[test]
+fn write_sealed_segment_is_granted_read_only() {
+    use shmgate_host::{Seals, Segment};
+    init();
+    let ns = Ns::new();
+    let seg = Segment::anonymous(PAGE as u64).unwrap();
+    seg.write_all_at(b"constant", 0).unwrap();
+    seg.seal(Seals::WRITE).unwrap();
+    let mut g = Guest::new(policy(&ns).build().unwrap());
+    let h = g.store.data_mut().shm.grant(seg, false).unwrap();
+    let h = i32::try_from(h).unwrap();
+    assert_eq!(
+        g.map(i64::from(h), 0, PAGE, 3),
+        shmgate_core::Errno::ACCES.to_wire()
+    );
+    assert_eq!(
+        g.call::<(i32, i64, i32, i32, i32), i64>("atomic32", (h, 0, 2, 1, 0)),
+        shmgate_core::Errno::BADF.to_wire()
+    );
+    assert_eq!(
+        g.call::<(i32, i64, i32, i64), i64>("wait32", (h, 0, 0, 0)),
+        shmgate_core::Errno::AGAIN.to_wire()
+    );
+    let a = g.map(i64::from(h), 0, PAGE, 1);
+    assert!(a > 0, "map: {a}");
+    assert_eq!(
+        g.call::<i32, i32>("load", a as i32),
+        i32::from_le_bytes(*b"cons")
+    );
+}

@@ -169,6 +169,19 @@ fn worker(
         }
         let notify = g.func::<(i32, i64, i32), i64>("notify");
         let _ = notify.call(&mut g.store, (victim as i32, 0, 1));
+        // Host-side atomics on the victim's page race the peer too: done,
+        // or an errno (ENXIO once the shrink diverted the page), never a
+        // crash or a trap.
+        let atomic = g.func::<(i32, i64, i32, i32, i32), i64>("atomic32");
+        for _ in 0..20 {
+            let r = atomic
+                .call(&mut g.store, (victim as i32, 8 * t as i64, 2, 1, 0))
+                .expect("atomic32 never traps");
+            assert!(
+                r >= 0 || r == shmgate_core::Errno::NXIO.to_wire(),
+                "atomic32: {r}"
+            );
+        }
         let _ = notify.call(&mut g.store, (stable as i32, 4096, 1));
         if v > 0 {
             match spin.call(&mut g.store, (v as i32 + 8 * t as i32, 2000)) {

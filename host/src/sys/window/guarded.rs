@@ -32,6 +32,49 @@ pub(crate) fn live_state(writable: bool) -> State {
     }
 }
 
+/// Refuses, before any `MAP_FIXED`, a shared mapping the kernel would
+/// refuse for the segment's seals: on kernels before 6.12 a `MAP_FIXED`
+/// mmap that fails on a write seal has already unmapped its target, and
+/// another thread's `mmap` could be placed in that hole. `EPERM` for a
+/// writable mapping of a segment sealed against writes; a read-only one is
+/// tried at an address the kernel picks first (kernels before 6.7 refused
+/// those too for descriptors opened read-write).
+#[allow(unsafe_code)]
+pub(crate) fn check_mappable(
+    fd: BorrowedFd<'_>,
+    offset: libc::off_t,
+    len: usize,
+    writable: bool,
+) -> Result<(), Errno> {
+    // SAFETY: F_GET_SEALS reads the seals of the file behind a live fd;
+    // files that cannot be sealed give EINVAL, read as no seals.
+    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    let write_sealed = seals > 0 && seals & (libc::F_SEAL_WRITE | libc::F_SEAL_FUTURE_WRITE) != 0;
+    if !write_sealed {
+        return Ok(());
+    }
+    if writable {
+        return Err(Errno::PERM);
+    }
+    // SAFETY: fresh address space the kernel picks; replaces nothing.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            offset,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(last_errno());
+    }
+    // SAFETY: exactly the trial mapping made just above.
+    unsafe { libc::munmap(p, len) };
+    Ok(())
+}
+
 /// `mmap`s `len` bytes of `fd` at `offset`, shared, at an address on a
 /// registry granule (64 KiB): reserves `len + 64 KiB` of `PROT_NONE`,
 /// maps the segment at the first granule boundary inside, and gives the
@@ -52,7 +95,9 @@ fn mmap_aligned(
     }
     let raw = p as usize;
     let start = raw.next_multiple_of(GRANULE);
-    let end = start + len;
+    // The slack after the mapping starts at the next page boundary (`len`
+    // need not be a page multiple; the mapping covers whole pages).
+    let end = start + len.next_multiple_of(super::super::page_size());
     let unmap = |from: usize, to: usize| {
         if to > from {
             // SAFETY: a part of the reservation just made, which nothing
@@ -65,11 +110,14 @@ fn mmap_aligned(
     } else {
         libc::PROT_READ
     };
-    let offset = match libc::off_t::try_from(offset) {
-        Ok(o) => o,
-        Err(_) => {
+    let checked = libc::off_t::try_from(offset)
+        .map_err(|_| Errno::OVERFLOW)
+        .and_then(|offset| check_mappable(fd, offset, len, writable).map(|()| offset));
+    let offset = match checked {
+        Ok(offset) => offset,
+        Err(e) => {
             unmap(raw, raw + total);
-            return Err(Errno::OVERFLOW);
+            return Err(e);
         }
     };
     // SAFETY: `start..end` lies inside our fresh reservation.
@@ -84,9 +132,12 @@ fn mmap_aligned(
         )
     };
     if q == libc::MAP_FAILED {
-        let e = last_errno();
-        unmap(raw, raw + total);
-        return Err(e);
+        // Give back only the slack: on kernels before 6.12 the failed
+        // MAP_FIXED may have unmapped `start..end` already, and something
+        // else may live there now. The middle stays ours (leaked at worst).
+        unmap(raw, start);
+        unmap(end, raw + total);
+        return Err(last_errno());
     }
     unmap(raw, start);
     unmap(end, raw + total);

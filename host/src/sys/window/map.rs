@@ -5,7 +5,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use shmgate_core::Errno;
 
-use super::guarded::{last_errno, live_state};
+use super::guarded::{check_mappable, last_errno, live_state};
 use super::memory::{MemoryWindows, Window};
 use super::registry;
 
@@ -38,6 +38,11 @@ pub(crate) fn map_window(
         libc::PROT_READ
     };
     let offset = libc::off_t::try_from(offset).map_err(|_| Errno::OVERFLOW)?;
+    check_mappable(fd, offset, len, writable)?;
+    // Registered before it is mapped, so a peer's shrink right after the
+    // mmap finds a registration (until then the range is the private pages
+    // the host just grew, which never fault).
+    let token = registry::register(start, len, live_state(writable))?;
     let flags = libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_POPULATE;
     // SAFETY: by the caller's guarantee the range is accessible memory of a
     // reservation we own and holds no window; the guest's data there was
@@ -54,19 +59,20 @@ pub(crate) fn map_window(
     };
     if p == libc::MAP_FAILED {
         let e = last_errno();
-        let _ = replace_private(start, len);
-        return Err(e);
+        // Private zeroed pages again; if even that fails the range stays
+        // registered (revoked) and the window is kept in the books.
+        return match registry::retire(token, |snap| {
+            replace_private(snap.start, snap.end - snap.start)
+        }) {
+            Ok(()) => Err(e),
+            Err((token, _)) => {
+                memory.windows().push(Window { addr, len, token });
+                Err(e)
+            }
+        };
     }
-    match registry::register(start, len, live_state(writable)) {
-        Ok(token) => {
-            memory.windows().push(Window { addr, len, token });
-            Ok(())
-        }
-        Err(e) => {
-            let _ = replace_private(start, len);
-            Err(e)
-        }
-    }
+    memory.windows().push(Window { addr, len, token });
+    Ok(())
 }
 
 /// Puts private zeroed pages back over the window at `addr..addr+len` of

@@ -197,7 +197,6 @@ impl Record {
 
     /// The registration as it is now, if live; never a mix of two
     /// registrations (invariant 5).
-    #[cfg_attr(not(feature = "wasmtime"), allow(dead_code))] // for `window_at`
     pub(crate) fn read(&self) -> Option<Snapshot> {
         for _ in 0..READ_RETRIES {
             let (w, snapshot) = self.optimistic()?;
@@ -215,21 +214,23 @@ impl Record {
     pub(crate) fn pin(&self, addr: usize) -> Option<Pinned<'_>> {
         for _ in 0..READ_RETRIES {
             let (w, snapshot) = self.optimistic()?;
+            if !(snapshot.start <= addr && addr < snapshot.end) {
+                // Checked before taking the record, so a fault elsewhere
+                // never makes a healthy registration look busy.
+                return None;
+            }
             let busy = pack(snapshot.generation, State::Busy);
             if self
                 .word
                 .compare_exchange(w, busy, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
-                let pinned = Pinned {
+                // The exchange succeeding proves the snapshot is this
+                // registration's (invariant 5), range included.
+                return Some(Pinned {
                     record: self,
                     snapshot,
-                };
-                if snapshot.start <= addr && addr < snapshot.end {
-                    return Some(pinned);
-                }
-                pinned.finish(snapshot.state);
-                return None;
+                });
             }
         }
         None

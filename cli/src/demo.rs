@@ -7,11 +7,15 @@
 //! segment. Whatever happens, every name the demo's namespace has in
 //! `/dev/shm` is unlinked before the command returns, and the namespace
 //! must be unused when it starts, so `/dev/shm` is left as it was found.
+//! That includes Ctrl-C (`SIGINT`), `SIGTERM` and `SIGHUP`: a thread waiting
+//! for them (see [`crate::signals`]) kills the guests, unlinks the
+//! namespace, and lets the signal end the process.
 
 use std::fmt::Write as _;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
@@ -109,10 +113,16 @@ impl Grant {
     }
 }
 
+/// The pids of the guests not yet reaped. A pid is removed under the lock
+/// in the same step that reaps it, so the signal thread, which kills the
+/// pids it finds here under the same lock, never kills a reused pid.
+type Running = Arc<Mutex<Vec<u32>>>;
+
 /// A guest process; killed and reaped if dropped before it was waited for.
 struct Guest {
     role: &'static str,
     child: Option<Child>,
+    running: Running,
 }
 
 /// How a guest process ended.
@@ -125,6 +135,7 @@ struct Ended {
 impl Guest {
     /// Starts `shmgate run GRANT GUEST -- ARGS` as a new process.
     fn spawn(
+        running: &Running,
         role: &'static str,
         verbose: u8,
         grant: &Grant,
@@ -157,10 +168,23 @@ impl Guest {
             )
         })?;
         info!(role, pid = child.id(), "guest started");
+        lock(running).push(child.id());
         Ok(Guest {
             role,
             child: Some(child),
+            running: Arc::clone(running),
         })
+    }
+
+    /// Reaps `child` if it has exited, forgetting its pid in the same
+    /// locked step.
+    fn try_reap(&self, child: &mut Child) -> std::io::Result<Option<ExitStatus>> {
+        let mut running = lock(&self.running);
+        let status = child.try_wait()?;
+        if status.is_some() {
+            running.retain(|&pid| pid != child.id());
+        }
+        Ok(status)
     }
 
     fn pid(&self) -> u32 {
@@ -176,9 +200,18 @@ impl Guest {
         if let Some(mut pipe) = child.stdout.take() {
             let _ = pipe.read_to_string(&mut stdout);
         }
-        let status = child.wait().map_err(|e| {
-            Failure::new(exit::OSERR, format!("waiting for the {}: {e}", self.role))
-        })?;
+        let status = loop {
+            match self.try_reap(&mut child) {
+                Ok(Some(status)) => break status,
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => {
+                    return Err(Failure::new(
+                        exit::OSERR,
+                        format!("waiting for the {}: {e}", self.role),
+                    ));
+                }
+            }
+        };
         info!(role = self.role, %status, "guest exited");
         Ok(Ended {
             success: status.success(),
@@ -194,7 +227,9 @@ impl Drop for Guest {
             warn!(role = self.role, pid = child.id(), "stopping guest");
             // Our own child, by its handle: never a broad kill.
             let _ = child.kill();
-            let _ = child.wait();
+            while let Ok(None) = self.try_reap(&mut child) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
     }
 }
@@ -261,6 +296,40 @@ impl Drop for Namespace {
     }
 }
 
+/// Locks `m`, also after a panic elsewhere (the data is a list of pids).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the signal thread does: kills the unreaped guests (by the pids of
+/// our own children, under the lock that reaping takes), then unlinks every
+/// name under `prefix`. Runs once, as ordinary code in its own thread.
+#[allow(unsafe_code)]
+fn terminate(running: &Running, prefix: &str) {
+    let running = lock(running);
+    for &pid in running.iter() {
+        if let Ok(pid) = libc::pid_t::try_from(pid) {
+            // SAFETY: kill takes no pointers; `pid` is a child of ours that
+            // has not been reaped (we hold the lock reaping takes), so the
+            // number still names it.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let mut namespace = Namespace {
+        prefix: prefix.to_owned(),
+        cleaned: false,
+    };
+    let (removed, errors) = namespace.clean();
+    for name in removed {
+        eprintln!("shmgate: demo interrupted: removed {name}");
+    }
+    for e in errors {
+        eprintln!("shmgate: demo cleanup: {e}");
+    }
+    // Keep the lock: no guest is reaped (and its pid freed) before exit.
+    std::mem::forget(running);
+}
+
 /// The names in `/dev/shm` that start with `prefix`.
 fn names_under(prefix: &str) -> Result<Vec<Vec<u8>>, Failure> {
     let entries = devshm::scan().map_err(|e| {
@@ -320,7 +389,15 @@ pub(crate) fn demo(args: &DemoArgs, verbose: u8) -> Result<u8, Failure> {
         .checked_add(HEADER)
         .ok_or_else(|| Failure::new(exit::USAGE, format!("--size {} is too large", args.size)))?;
 
+    // Before any thread starts: see `crate::signals`.
+    let on_signal = crate::signals::on_termination()
+        .map_err(|e| Failure::new(exit::OSERR, format!("cannot start the signal thread: {e}")))?;
     let mut namespace = Namespace::claim(format!("shmgate-demo-{}.", std::process::id()))?;
+    let running: Running = Arc::new(Mutex::new(Vec::new()));
+    {
+        let (running, prefix) = (Arc::clone(&running), namespace.prefix.clone());
+        *lock(&on_signal) = Some(Box::new(move || terminate(&running, &prefix)));
+    }
     // The headline first: the zero-copy path (`crate::zero_copy`).
     let headline = crate::zero_copy::measure(&namespace.prefix, args.plot.as_deref())?;
     write_stdout(headline.as_bytes())?;
@@ -340,6 +417,7 @@ pub(crate) fn demo(args: &DemoArgs, verbose: u8) -> Result<u8, Failure> {
     let start = Instant::now();
     // The consumer first: it waits for the producer's READY.
     let mut consumer = Guest::spawn(
+        &running,
         "consumer",
         verbose,
         &consumer_grant,
@@ -347,6 +425,7 @@ pub(crate) fn demo(args: &DemoArgs, verbose: u8) -> Result<u8, Failure> {
         &[SEGMENT.to_owned(), args.timeout.to_string()],
     )?;
     let mut producer = Guest::spawn(
+        &running,
         "producer",
         verbose,
         &producer_grant,
@@ -369,6 +448,8 @@ pub(crate) fn demo(args: &DemoArgs, verbose: u8) -> Result<u8, Failure> {
     let segment = format!("{}/{}{SEGMENT}", devshm::SHM_DIR, namespace.prefix);
     let streaming = streaming_time(&segment);
     let (removed, cleanup_errors) = namespace.clean();
+    // From here on a signal has nothing left to clean.
+    drop(lock(&on_signal).take());
     let leftover = names_under(&namespace.prefix)?;
 
     let mut problems = Vec::new();

@@ -232,6 +232,28 @@ fn parse_dev(field: &[u8]) -> Option<(u64, u64)> {
     ))
 }
 
+/// Whether the creator lock of `entry`'s object is held (see
+/// `shmgate_host::lifecycle`): `None` if it is not a regular file, cannot
+/// be opened for reading, or is no longer the object listed.
+pub(crate) fn creator_alive(entry: &Entry) -> Option<bool> {
+    if !entry.meta.is_file() {
+        return None;
+    }
+    let status = shmgate_host::lifecycle::inspect(&entry.name).ok()?;
+    let listed = shmgate_host::Identity::new(entry.meta.dev(), entry.meta.ino());
+    (status.identity == listed).then_some(status.creator_alive)
+}
+
+/// A regular file whose creator is known to be gone and that no process
+/// (that this user can see in `/proc`) has open or mapped.
+pub(crate) fn is_orphaned(entry: &Entry, creator_alive: Option<bool>, holders: &Holders) -> bool {
+    let id = id(&entry.meta);
+    entry.meta.is_file()
+        && creator_alive == Some(false)
+        && holders.open.get(&id).is_none_or(BTreeSet::is_empty)
+        && holders.mapped.get(&id).is_none_or(BTreeSet::is_empty)
+}
+
 /// The path of `name` in `/dev/shm`, for `lstat` only: callers pass names
 /// validated by `shmgate_core` or read from the directory.
 pub(crate) fn path_of(name: &[u8]) -> std::path::PathBuf {

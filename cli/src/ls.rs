@@ -1,5 +1,5 @@
-//! `shmgate ls`: the objects in `/dev/shm`, their owners, and which
-//! processes have them open or mapped.
+//! `shmgate ls`: the objects in `/dev/shm`, their owners, whether their
+//! creator is alive, and which processes have them open or mapped.
 //!
 //! `--json` prints the [`JSON_SCHEMA`] below: an array of objects, sorted
 //! by name, one per directory entry.
@@ -35,6 +35,16 @@ JSON (--json): an array, sorted by name, of objects with the fields
   mtime_unix  integer   modification time, seconds since the Unix epoch
   open_by     [integer] pids with a descriptor open on it (/proc/*/fd)
   mapped_by   [integer] pids with it mapped (/proc/*/maps)
+  creator_alive  bool or null
+                        whether the process that created it through
+                        shmgate still holds its descriptor or a mapping
+                        of it (the creator lock, an F_OFD_SETLK read lock
+                        on byte 2^63-2); false also for objects made
+                        without shmgate; null when it cannot be tested
+                        (not a regular file, or not readable by you)
+  orphaned    bool      a regular file whose creator_alive is false and
+                        that no listed process has open or mapped: what
+                        `shmgate rm --orphaned` removes
 Holders are matched by device and inode, so a mapping of an unlinked
 object (\"(deleted)\" in /proc/PID/maps) is never attributed to a new
 object of the same name. Processes whose /proc entries cannot be read
@@ -74,6 +84,8 @@ struct Object {
     mtime_unix: i64,
     open_by: Vec<u32>,
     mapped_by: Vec<u32>,
+    creator_alive: Option<bool>,
+    orphaned: bool,
 }
 
 /// Lists `/dev/shm`.
@@ -85,12 +97,16 @@ pub(crate) fn ls(args: &LsArgs) -> Result<u8, Failure> {
         )
     })?;
     debug!(entries = entries.len(), "read {}", devshm::SHM_DIR);
+    // Creator locks first: each test opens the object for a moment, and
+    // those descriptors are closed again before /proc is scanned.
+    let creators: Vec<Option<bool>> = entries.iter().map(devshm::creator_alive).collect();
     let devices: BTreeSet<u64> = entries.iter().map(|e| e.meta.dev()).collect();
     let holders = devshm::holders(&devices);
     let users = devshm::users();
     let objects: Vec<(Object, &Entry)> = entries
         .iter()
-        .map(|entry| {
+        .zip(creators)
+        .map(|(entry, creator_alive)| {
             let id = devshm::id(&entry.meta);
             let pids = |map: &std::collections::BTreeMap<_, BTreeSet<u32>>| {
                 map.get(&id)
@@ -111,6 +127,8 @@ pub(crate) fn ls(args: &LsArgs) -> Result<u8, Failure> {
                 mtime_unix: entry.meta.mtime(),
                 open_by: pids(&holders.open),
                 mapped_by: pids(&holders.mapped),
+                creator_alive,
+                orphaned: devshm::is_orphaned(entry, creator_alive, &holders),
             };
             (object, entry)
         })
@@ -145,11 +163,12 @@ fn table(out: &mut Vec<u8>, objects: &[(Object, &Entry)]) {
         "SIZE",
         "OWNER",
         "MODIFIED (UTC)",
+        "CREATOR",
         "OPEN BY",
         "MAPPED BY",
         "NAME",
     ];
-    let mut rows: Vec<[String; 8]> = vec![header.map(str::to_owned)];
+    let mut rows: Vec<[String; 9]> = vec![header.map(str::to_owned)];
     for (o, entry) in objects {
         rows.push([
             o.kind.to_owned(),
@@ -157,12 +176,19 @@ fn table(out: &mut Vec<u8>, objects: &[(Object, &Entry)]) {
             o.size.to_string(),
             o.user.clone().unwrap_or_else(|| o.uid.to_string()),
             o.mtime.clone(),
+            match (o.creator_alive, o.orphaned) {
+                (Some(true), _) => "alive",
+                (_, true) => "orphaned",
+                (Some(false), false) => "gone",
+                (None, _) => "?",
+            }
+            .to_owned(),
             pids(&o.open_by),
             pids(&o.mapped_by),
             devshm::escape(&entry.name),
         ]);
     }
-    let mut widths = [0; 8];
+    let mut widths = [0; 9];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -174,7 +200,7 @@ fn table(out: &mut Vec<u8>, objects: &[(Object, &Entry)]) {
             match i {
                 // The size is a number: right-aligned.
                 2 => line.push_str(&format!("{cell:>w$}  ")),
-                7 => line.push_str(cell),
+                8 => line.push_str(cell),
                 _ => line.push_str(&format!("{cell:<w$}  ")),
             }
         }

@@ -23,6 +23,7 @@ mod devshm;
 mod ls;
 mod rm;
 mod run;
+mod signals;
 mod units;
 mod zero_copy;
 

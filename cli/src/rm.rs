@@ -1,5 +1,13 @@
-//! `shmgate rm`: removes shared memory objects by name, or the old ones
-//! under a prefix.
+//! `shmgate rm`: removes shared memory objects by name, the old ones
+//! under a prefix, or the orphaned ones.
+//!
+//! `--orphaned` lists `/dev/shm` as `shmgate ls` does (creator locks, then
+//! holders from `/proc`), and for each orphan calls
+//! `shmgate_host::lifecycle::unlink_if_orphaned` with the identity the
+//! listing saw: it re-checks, right before the unlink, that the name still
+//! refers to that object (through an `O_PATH | O_NOFOLLOW` descriptor) and
+//! that its creator lock is still free, so a name re-created in between is
+//! left alone.
 //!
 //! Every name goes through `shmgate_core`'s rules and every removal through
 //! `shmgate_host::unlink` (an `unlinkat` relative to `/dev/shm`), so no name
@@ -11,19 +19,33 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, SystemTime};
 
+use std::collections::BTreeSet;
+
 use clap::{ArgGroup, Args};
 use shmgate_core::{Errno, ShmName};
+use shmgate_host::Identity;
+use shmgate_host::lifecycle::{self, Removal};
 use tracing::{debug, info};
 
 use crate::devshm;
 use crate::units::parse_duration;
 use crate::{Failure, exit, write_stdout};
 
-/// Remove shared memory objects by name, or by prefix and age.
+/// Remove shared memory objects by name, by prefix and age, or orphaned ones.
 ///
 /// Removes the NAMEs given, or with --prefix every object whose name
 /// starts with PREFIX (and with --older-than, only those last modified at
-/// least that long ago). Prints each name removed.
+/// least that long ago), or with --orphaned (optionally under --prefix)
+/// every object whose creator is gone and that no process has open or
+/// mapped. Prints each name removed.
+///
+/// --orphaned sees the creator lock that segments created through shmgate
+/// carry (see `shmgate ls --help`); an object made without shmgate counts
+/// as orphaned once no process has it open or mapped. Without root, other
+/// users' processes are invisible in /proc, so run it as root for a
+/// system-wide cleanup. Each name is re-checked right before removal: if
+/// it was re-created since the listing, or its creator lock is held, it is
+/// left alone ("skipped").
 ///
 /// Names follow shm_open's rules (one component, no '/', '.', '..', NUL or
 /// control bytes, a leading '/' is dropped); if any NAME breaks them,
@@ -32,16 +54,17 @@ use crate::{Failure, exit, write_stdout};
 /// 64 for bad usage or an invalid name.
 #[derive(Args, Debug)]
 #[command(
-    group(ArgGroup::new("select").required(true).args(["names", "prefix"])),
+    group(ArgGroup::new("select").required(true).multiple(true).args(["names", "prefix", "orphaned"])),
     after_help = "Example: shmgate rm myapp.frames myapp.audio\n\
-                  Example: shmgate rm --older-than 1h --prefix shmgate-demo- --dry-run"
+                  Example: shmgate rm --older-than 1h --prefix shmgate-demo- --dry-run\n\
+                  Example: shmgate rm --orphaned --prefix myapp. --dry-run"
 )]
 pub(crate) struct RmArgs {
     /// Names of the objects to remove (as passed to shm_open).
     #[arg(
         value_name = "NAME",
         value_parser = clap::value_parser!(OsString),
-        conflicts_with = "older_than"
+        conflicts_with_all = ["older_than", "prefix", "orphaned"]
     )]
     names: Vec<OsString>,
     /// Remove the objects whose names start with PREFIX ('' for all).
@@ -51,6 +74,10 @@ pub(crate) struct RmArgs {
     /// (30s, 10m, 1h, 2d).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "prefix")]
     older_than: Option<Duration>,
+    /// Remove only objects whose creator is gone and that no process has
+    /// open or mapped (all of /dev/shm, or those under --prefix).
+    #[arg(long)]
+    orphaned: bool,
     /// Print what would be removed ("would remove NAME") and remove nothing.
     #[arg(long)]
     dry_run: bool,
@@ -58,6 +85,10 @@ pub(crate) struct RmArgs {
 
 /// Runs `shmgate rm`.
 pub(crate) fn rm(args: &RmArgs) -> Result<u8, Failure> {
+    if args.orphaned {
+        let prefix = args.prefix.as_ref().map_or(&b""[..], |p| p.as_bytes());
+        return rm_orphaned(prefix, args.older_than, args.dry_run);
+    }
     let targets = match &args.prefix {
         Some(prefix) => by_prefix(prefix.as_bytes(), args.older_than)?,
         None => by_name(&args.names)?,
@@ -160,4 +191,88 @@ fn by_prefix(prefix: &[u8], older_than: Option<Duration>) -> Result<Vec<Vec<u8>>
         }
     }
     Ok(targets)
+}
+
+/// `rm --orphaned`: lists, then removes each orphan only if the re-check
+/// right before the unlink agrees.
+fn rm_orphaned(prefix: &[u8], older_than: Option<Duration>, dry_run: bool) -> Result<u8, Failure> {
+    let candidates: Vec<(Vec<u8>, Identity)> = by_prefix_entries(prefix, older_than)?;
+    let mut out = Vec::new();
+    let mut failed = false;
+    for (name, identity) in candidates {
+        let shown = devshm::escape(&name);
+        if dry_run {
+            out.extend(format!("would remove {shown}\n").bytes());
+            continue;
+        }
+        match lifecycle::unlink_if_orphaned(&name, identity) {
+            Ok(Removal::Removed) => {
+                info!(name = %shown, "removed");
+                out.extend(format!("removed {shown}\n").bytes());
+            }
+            Ok(Removal::Changed) => {
+                info!(name = %shown, "re-created since the listing");
+                eprintln!("shmgate: rm \"{shown}\": skipped: re-created since the listing");
+            }
+            Ok(Removal::CreatorAlive) => {
+                info!(name = %shown, "creator alive again");
+                eprintln!("shmgate: rm \"{shown}\": skipped: its creator lock is held");
+            }
+            Err(e) if e.errno() == Errno::NOENT => {
+                debug!(name = %shown, "already gone");
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("shmgate: rm \"{shown}\": {}", e.errno());
+            }
+        }
+    }
+    write_stdout(&out)?;
+    Ok(if failed { exit::FAILURE } else { 0 })
+}
+
+/// The orphans under `prefix` (and at least `older_than` old), with the
+/// identity the listing saw.
+fn by_prefix_entries(
+    prefix: &[u8],
+    older_than: Option<Duration>,
+) -> Result<Vec<(Vec<u8>, Identity)>, Failure> {
+    let entries = devshm::scan().map_err(|e| {
+        Failure::new(
+            exit::NOINPUT,
+            format!("cannot read {}: {e}", devshm::SHM_DIR),
+        )
+    })?;
+    let now = SystemTime::now();
+    let entries: Vec<_> = entries
+        .into_iter()
+        .filter(|e| e.name.starts_with(prefix) && e.meta.is_file())
+        .filter(|e| {
+            let age = e
+                .meta
+                .modified()
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .unwrap_or(Duration::ZERO);
+            older_than.is_none_or(|limit| age >= limit)
+        })
+        .collect();
+    // As `ls`: creator locks first, then /proc (our own test descriptors
+    // are closed by then).
+    let creators: Vec<Option<bool>> = entries.iter().map(devshm::creator_alive).collect();
+    let devices: BTreeSet<u64> = entries.iter().map(|e| e.meta.dev()).collect();
+    let holders = devshm::holders(&devices);
+    Ok(entries
+        .into_iter()
+        .zip(creators)
+        .filter(|(entry, creator)| {
+            let orphan = devshm::is_orphaned(entry, *creator, &holders);
+            debug!(name = %devshm::escape(&entry.name), creator = ?creator, orphan, "candidate");
+            orphan
+        })
+        .map(|(entry, _)| {
+            let identity = Identity::new(entry.meta.dev(), entry.meta.ino());
+            (entry.name, identity)
+        })
+        .collect())
 }

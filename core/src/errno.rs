@@ -102,7 +102,9 @@ errnos! {
     NAMETOOLONG = 36, "ENAMETOOLONG", "file name too long";
     NOSYS = 38, "ENOSYS", "function not implemented";
     LOOP = 40, "ELOOP", "too many levels of symbolic links";
+    NOMSG = 42, "ENOMSG", "no message of desired type";
     OVERFLOW = 75, "EOVERFLOW", "value too large for defined data type";
+    MSGSIZE = 90, "EMSGSIZE", "message too long";
     /// Also `EOPNOTSUPP` on Linux.
     NOTSUP = 95, "ENOTSUP", "operation not supported";
     TIMEDOUT = 110, "ETIMEDOUT", "connection timed out";
@@ -215,7 +217,9 @@ mod tests {
             (Errno::NAMETOOLONG, 36, "ENAMETOOLONG"),
             (Errno::NOSYS, 38, "ENOSYS"),
             (Errno::LOOP, 40, "ELOOP"),
+            (Errno::NOMSG, 42, "ENOMSG"),
             (Errno::OVERFLOW, 75, "EOVERFLOW"),
+            (Errno::MSGSIZE, 90, "EMSGSIZE"),
             (Errno::NOTSUP, 95, "ENOTSUP"),
             (Errno::TIMEDOUT, 110, "ETIMEDOUT"),
             (Errno::DQUOT, 122, "EDQUOT"),

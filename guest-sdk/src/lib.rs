@@ -253,7 +253,9 @@ impl Segment {
     ///
     /// `EINVAL` (alignment, empty range), `ENXIO` (past the end), `EACCES`
     /// (write on a read-only segment or grant), `ENOMEM` (quota or no room
-    /// to grow memory), `ENOTSUP` (the host's engine cannot map windows).
+    /// to grow memory), `ENOTSUP` (the host's engine cannot map windows, or
+    /// the guest's memory is not shared: `shmgate run` makes it shared when
+    /// windows are granted, other embedders use `shmgate_host::wasm::share_memory`).
     pub fn map(&self, range: core::ops::Range<u64>, prot: Prot) -> Result<Window, Errno> {
         let len = range.end.checked_sub(range.start).ok_or(Errno::INVAL)?;
         let len = usize::try_from(len).map_err(|_| Errno::NOMEM)?;

@@ -5,6 +5,11 @@
 //! - `open_create_unlink`: `open(RDWR | CREATE | EXCL)`, drop and
 //!   [`shmgate_host::unlink`], against `shm_open(O_RDWR | O_CREAT | O_EXCL)`,
 //!   `close` and `shm_unlink`.
+//! - `create_sized_unlink`: create, size to 4 KiB, close, unlink: glibc's
+//!   `shm_open` + `ftruncate`; shmgate's `open` + [`Segment::set_len`] (the
+//!   same two steps, not atomic); and shmgate's atomic
+//!   [`Segment::create_new`] (`O_TMPFILE`, `ftruncate`, creator lock,
+//!   `linkat`), which publishes the name only once it is sized.
 //! - `write_1MiB` / `read_1MiB`: [`Segment::write_at`] and
 //!   [`Segment::read_at`] (`pwrite`/`pread`), and the bounds-checked
 //!   [`Mapping`] copies, against a plain `copy_nonoverlapping` into or out
@@ -103,6 +108,44 @@ fn bench_create(c: &mut Criterion) {
     group.finish();
 }
 
+fn bench_create_sized(c: &mut Criterion) {
+    let mut group = c.benchmark_group("create_sized_unlink");
+    let name = Name::new("sized");
+    const SIZE: u64 = 4096;
+
+    group.bench_function("glibc_create_then_size", |b| {
+        let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;
+        b.iter(|| {
+            let fd = glibc_open(&name.c_name, flags);
+            // SAFETY: `fd` is open (glibc_open checked it).
+            let r = unsafe { libc::ftruncate(fd, SIZE as libc::off_t) };
+            assert_eq!(r, 0, "ftruncate: {}", std::io::Error::last_os_error());
+            glibc_close(black_box(fd));
+            // SAFETY: `name.c_name` is a valid NUL-terminated string.
+            let r = unsafe { libc::shm_unlink(name.c_name.as_ptr()) };
+            assert_eq!(r, 0, "shm_unlink: {}", std::io::Error::last_os_error());
+        })
+    });
+    group.bench_function("shmgate_create_then_size", |b| {
+        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL;
+        b.iter(|| {
+            let seg =
+                shmgate_host::open(black_box(&name.name), flags, Mode::OWNER_RW).expect("create");
+            seg.set_len(SIZE).expect("set_len");
+            drop(black_box(seg));
+            shmgate_host::unlink(&name.name).expect("unlink");
+        })
+    });
+    group.bench_function("shmgate_atomic", |b| {
+        b.iter(|| {
+            let seg = Segment::create_new(black_box(&name.name), SIZE).expect("create");
+            drop(black_box(seg));
+            shmgate_host::unlink(&name.name).expect("unlink");
+        })
+    });
+    group.finish();
+}
+
 /// A 1 MiB segment with every page written (so no benchmark pays for
 /// allocating tmpfs pages) and a read-write mapping of it.
 fn rw_segment(name: &Name) -> (Segment, Mapping) {
@@ -183,5 +226,40 @@ fn bench_read(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_open, bench_create, bench_write, bench_read);
+/// `Mapping::read_at` of 4 KiB (the truncation check, two atomic loads,
+/// is a larger share of a small copy) against `memcpy`.
+fn bench_read_small(c: &mut Criterion) {
+    const SMALL: usize = 4096;
+    let mut group = c.benchmark_group("read_4KiB");
+    group.throughput(Throughput::Bytes(SMALL as u64));
+    let name = Name::new("read-small");
+    let (_seg, map) = rw_segment(&name);
+    let mut dst = vec![0u8; SMALL];
+    group.bench_function("memcpy_from_mapping", |b| {
+        b.iter(|| {
+            // SAFETY: the mapping is MIB >= SMALL bytes long (checked in
+            // `rw_segment`) and lives until the end of this function; `dst`
+            // is a Rust buffer of SMALL bytes and cannot overlap it.
+            unsafe { std::ptr::copy_nonoverlapping(map.as_ptr(), dst.as_mut_ptr(), SMALL) };
+            black_box(&mut dst);
+        })
+    });
+    group.bench_function("shmgate_mapping_read_at", |b| {
+        b.iter(|| {
+            map.read_at(0, black_box(&mut dst)).expect("read_at");
+            black_box(&mut dst);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_read_small,
+    bench_open,
+    bench_create,
+    bench_create_sized,
+    bench_write,
+    bench_read
+);
 criterion_main!(benches);

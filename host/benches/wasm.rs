@@ -1,7 +1,8 @@
 //! Guest calls through `shmgate_v1` against the native path, in one run.
 //!
 //! - `open_close`: a guest loop of `open(existing) + close` against the
-//!   native `shmgate_host::open` + drop;
+//!   native `shmgate_host::open` + drop, with the guest's memory local
+//!   (`guest`) and shared (`guest_shared`, what windows need);
 //! - `write_1MiB` / `read_1MiB`: a guest `write`/`read` of 1 MiB against the
 //!   native `write_at`/`read_at` and against a plain `memcpy` into/out of a
 //!   mapping of the same segment.
@@ -12,9 +13,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use shmgate_host::wasm::{ShmCtx, ShmPolicy, add_to_linker};
+use shmgate_host::wasm::{ShmCtx, ShmPolicy, add_to_linker, configure, share_memory};
 use shmgate_host::{Mode, OFlags, OpenOptions};
-use wasmtime::{Engine, Linker, Module, Store, TypedFunc};
+use wasmtime::{Config, Engine, Linker, Module, Store, TypedFunc};
 
 const MIB: usize = 1 << 20;
 
@@ -26,6 +27,7 @@ const GUEST: &str = r#"(module
   (import "shmgate_v1" "read" (func $read (param i32 i64 i32 i32) (result i64)))
   (import "shmgate_v1" "write" (func $write (param i32 i64 i32 i32) (result i64)))
   (memory (export "memory") 17)
+  (data (i32.const 0) "seg")
   (func (export "open_close") (param $ptr i32) (param $len i32) (param $n i32) (result i64)
     (local $h i64)
     (block $done
@@ -56,26 +58,37 @@ fn bench(c: &mut Criterion) {
         .open_owned(&host_name)
         .expect("creating the bench segment");
 
-    let engine = Engine::default();
-    let module = Module::new(&engine, GUEST).expect("bench guest");
-    let mut linker = Linker::<Host>::new(&engine);
-    add_to_linker(&mut linker, |h: &mut Host| &mut h.shm).unwrap();
     let policy = ShmPolicy::builder()
         .namespace(&prefix)
         .max_handles(4)
         .build()
         .unwrap();
-    let mut store = Store::new(
-        &engine,
-        Host {
-            shm: ShmCtx::new(policy),
-        },
-    );
-    let instance = linker.instantiate(&mut store, &module).unwrap();
-    let memory = instance.get_memory(&mut store, "memory").unwrap();
-    memory.write(&mut store, 0, b"seg").unwrap();
+    let instantiate = |engine: &Engine, wasm: &[u8]| {
+        let module = Module::new(engine, wasm).expect("bench guest");
+        let mut linker = Linker::<Host>::new(engine);
+        add_to_linker(&mut linker, |h: &mut Host| &mut h.shm).unwrap();
+        let mut store = Store::new(
+            engine,
+            Host {
+                shm: ShmCtx::new(policy.clone()),
+            },
+        );
+        let instance = linker.instantiate(&mut store, &module).unwrap();
+        (store, instance)
+    };
+    let wasm = wat::parse_str(GUEST).unwrap();
+    let engine = Engine::default();
+    let (mut store, instance) = instantiate(&engine, &wasm);
     let open_close: TypedFunc<(i32, i32, i32), i64> =
         instance.get_typed_func(&mut store, "open_close").unwrap();
+    let mut config = Config::new();
+    configure(&mut config);
+    let shared_engine = Engine::new(&config).unwrap();
+    let (mut shared_store, shared_instance) =
+        instantiate(&shared_engine, &share_memory(&wasm).unwrap());
+    let shared_open_close: TypedFunc<(i32, i32, i32), i64> = shared_instance
+        .get_typed_func(&mut shared_store, "open_close")
+        .unwrap();
     let open_rw: TypedFunc<(i32, i32), i64> =
         instance.get_typed_func(&mut store, "open_rw").unwrap();
     let write: TypedFunc<(i32, i32), i64> = instance.get_typed_func(&mut store, "write").unwrap();
@@ -93,6 +106,15 @@ fn bench(c: &mut Criterion) {
             let start = Instant::now();
             let n = i32::try_from(iters).expect("criterion asks for fewer than 2^31");
             assert_eq!(open_close.call(&mut store, (0, 3, n)).unwrap(), 0);
+            start.elapsed()
+        })
+    });
+    g.bench_function("guest_shared", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            let n = i32::try_from(iters).expect("criterion asks for fewer than 2^31");
+            let r = shared_open_close.call(&mut shared_store, (0, 3, n));
+            assert_eq!(r.unwrap(), 0);
             start.elapsed()
         })
     });

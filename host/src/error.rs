@@ -26,6 +26,16 @@ pub enum Op {
     Map,
     /// A [`ring`](crate::ring) operation on a mapping of the segment.
     Ring,
+    /// [`Segment::seal`](crate::Segment::seal) and
+    /// [`Segment::seals`](crate::Segment::seals).
+    Seal,
+    /// [`send_segment`](crate::send_segment).
+    Send,
+    /// [`recv_segment`](crate::recv_segment).
+    Recv,
+    /// [`Segment::identity`](crate::Segment::identity) and the checks of
+    /// [`lifecycle`](crate::lifecycle).
+    Check,
 }
 
 impl Op {
@@ -40,6 +50,10 @@ impl Op {
             Op::Write => "write",
             Op::Map => "map",
             Op::Ring => "ring",
+            Op::Seal => "seal",
+            Op::Send => "send",
+            Op::Recv => "recv",
+            Op::Check => "check",
         }
     }
 }
@@ -107,6 +121,13 @@ impl fmt::Debug for Error {
 }
 
 impl std::error::Error for Error {}
+
+impl From<Error> for Errno {
+    /// The errno alone.
+    fn from(e: Error) -> Errno {
+        e.errno
+    }
+}
 
 impl From<Error> for std::io::Error {
     /// Keeps the raw OS error, so `raw_os_error()` and `kind()` work; the

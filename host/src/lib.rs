@@ -6,11 +6,19 @@
 //!
 //! - Names follow [`shmgate_core`]'s rules: one path component, no NUL, no
 //!   `.`/`..`, no control bytes. `"../x"` cannot leave `/dev/shm`.
-//! - The open is an `openat` relative to a cached `O_PATH` handle on
-//!   `/dev/shm`, with `O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK`: a
-//!   symlink planted under the name is `ELOOP` (nothing outside `/dev/shm`
-//!   is opened or created), a planted FIFO does not block, and anything but
-//!   a regular file is `EINVAL`.
+//! - The open is an `open("/dev/shm/<name>")` with `O_NOFOLLOW | O_CLOEXEC
+//!   | O_NOCTTY | O_NONBLOCK`: a symlink planted under the name is `ELOOP`
+//!   (nothing outside `/dev/shm` is opened or created), a planted FIFO does
+//!   not block, and anything but a regular file is `EINVAL`. No descriptor
+//!   is kept between calls, so the caller gets the lowest free descriptor
+//!   and closing descriptors it does not own cannot redirect a later call.
+//! - Creating with a size ([`OpenOptions::size`], [`OpenOptions::open_with`])
+//!   is atomic: the name appears only once the segment is sized and
+//!   initialised.
+//! - Created segments carry a creator lock, so a segment whose creator died
+//!   can be told from a live one ([`lifecycle`]).
+//! - [`Segment::anonymous`] makes a sealable segment without a name, which
+//!   [`send_segment`] passes to another process.
 //! - `TRUNC` needs `RDWR` (glibc truncates on a "read-only" open).
 //! - Errors carry the operation, the name as passed, and the errno.
 //!
@@ -39,7 +47,9 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+mod anonymous;
 mod error;
+pub mod lifecycle;
 pub mod mapping;
 pub mod ring;
 mod segment;
@@ -47,7 +57,8 @@ mod sys;
 #[cfg(feature = "wasmtime")]
 pub mod wasm;
 
+pub use anonymous::{Seals, recv_segment, send_segment};
 pub use error::{Error, Op};
 pub use mapping::Mapping;
-pub use segment::{OpenOptions, OwnedSegment, Segment, open, unlink};
+pub use segment::{Identity, OpenOptions, OwnedSegment, Segment, open, unlink};
 pub use shmgate_core::{self as core, Errno, Mode, NameError, OFlags, ShmName, ShmPath};

@@ -7,6 +7,7 @@ use shmgate_core::{Errno, Mode, OFlags, ShmName, ShmPath};
 
 use crate::mapping::Mapping;
 use crate::sys;
+use crate::sys::window::guarded::GuardedMapping;
 use crate::{Error, Op};
 
 /// Validates `name` with the core's rules and builds its path. Every entry
@@ -22,7 +23,14 @@ pub(crate) fn path_of(name: &[u8]) -> Result<ShmPath, Errno> {
 /// the name is refused (`ELOOP` or `EINVAL`) without following or blocking
 /// on it, and the name must be one path component (see
 /// [`shmgate_core::name`]). The descriptor is close-on-exec; on create, the
-/// process umask applies to `mode`.
+/// process umask applies to `mode`. No descriptor is kept between calls, so
+/// the result is the lowest free descriptor, as POSIX specifies.
+///
+/// This is the exact `shm_open` equivalent: one `open` (plus an `fstat` and
+/// an `fcntl` unless it creates with `EXCL`), nothing more. In particular it
+/// takes no creator lock (see [`lifecycle`](crate::lifecycle)), so a segment
+/// it creates looks orphaned once nobody has it open or mapped; create
+/// through [`OpenOptions`] (or [`Segment::create_new`]) to get one.
 ///
 /// # Errors
 ///
@@ -47,12 +55,11 @@ pub(crate) fn path_of(name: &[u8]) -> Result<ShmPath, Errno> {
 /// - [`openat(2)`](https://man7.org/linux/man-pages/man2/openat.2.html)
 #[doc(alias = "shm_open")]
 pub fn open(name: impl AsRef<[u8]>, flags: OFlags, mode: Mode) -> Result<Segment, Error> {
-    open_shared(Arc::from(name.as_ref()), flags, mode)
+    open_unlocked(Arc::from(name.as_ref()), flags, mode)
 }
 
-/// [`open`] for a name already held in an `Arc` (the wasm host resolves
-/// names into one, and the segment keeps it for its errors).
-pub(crate) fn open_shared(name: Arc<[u8]>, flags: OFlags, mode: Mode) -> Result<Segment, Error> {
+/// [`open`], taking no creator lock.
+fn open_unlocked(name: Arc<[u8]>, flags: OFlags, mode: Mode) -> Result<Segment, Error> {
     let opened = flags
         .validate()
         .and_then(|flags| sys::open(&path_of(&name)?, flags, mode));
@@ -64,6 +71,68 @@ pub(crate) fn open_shared(name: Arc<[u8]>, flags: OFlags, mode: Mode) -> Result<
         }),
         Err(errno) => Err(Error::new(Op::Open, &name, errno)),
     }
+}
+
+/// [`open`] for a name already held in an `Arc` (the wasm host resolves
+/// names into one, and the segment keeps it for its errors).
+///
+/// A create with `CREATE | EXCL` (the object is certainly ours) takes the
+/// creator lock (see [`crate::lifecycle`]) before returning; if that fails,
+/// the new name is removed again.
+pub(crate) fn open_shared(name: Arc<[u8]>, flags: OFlags, mode: Mode) -> Result<Segment, Error> {
+    let seg = open_unlocked(name, flags, mode)?;
+    if flags.contains(OFlags::CREATE | OFlags::EXCL)
+        && let Err(errno) = sys::hold_creator_lock(seg.fd())
+    {
+        let err = Error::new(Op::Open, &seg.name, errno);
+        drop(OwnedSegment { seg: Some(seg) });
+        return Err(err);
+    }
+    Ok(seg)
+}
+
+/// Why a create with an `init` callback failed: shmgate's own error (which
+/// the caller may inspect, e.g. for `EEXIST`), or the callback's.
+pub(crate) enum CreateError<E> {
+    Os(Error),
+    Init(E),
+}
+
+impl<E> From<Error> for CreateError<E> {
+    fn from(e: Error) -> Self {
+        CreateError::Os(e)
+    }
+}
+
+/// Creates `name` atomically: a new object, read-write, of `size` bytes,
+/// handed to `init`, with the creator lock, and only then given its name
+/// (see `sys::create` for how). `EEXIST` if the name exists by then; an
+/// error of `init` or of sizing leaves no trace.
+pub(crate) fn create_atomic<E>(
+    name: Arc<[u8]>,
+    mode: Mode,
+    size: u64,
+    init: &mut impl FnMut(&Segment) -> Result<(), E>,
+) -> Result<Segment, CreateError<E>> {
+    let path = path_of(&name).map_err(|e| Error::new(Op::Open, &name, e))?;
+    let (fd, pending) = match sys::create_pending(mode) {
+        Ok(created) => created,
+        Err(errno) => return Err(Error::new(Op::Open, &name, errno).into()),
+    };
+    let seg = Segment {
+        fd,
+        name,
+        writable: true,
+    };
+    sys::hold_creator_lock(seg.fd()).map_err(seg.err(Op::Open))?;
+    if size > 0 {
+        seg.set_len(size)?;
+    }
+    init(&seg).map_err(CreateError::Init)?;
+    pending
+        .publish(seg.fd(), &path)
+        .map_err(seg.err(Op::Open))?;
+    Ok(seg)
 }
 
 /// `shm_unlink(name)`: removes the name `/dev/shm/<name>`. Processes that
@@ -101,14 +170,46 @@ pub struct Segment {
 
 impl Segment {
     /// Creates a new segment of `size` bytes, mode `0o600` (less the umask),
-    /// failing with `EEXIST` if the name exists. If sizing fails the new
-    /// name is removed again.
+    /// failing with `EEXIST` if the name exists. The name appears only once
+    /// the segment has its size: nobody ever sees it empty (see
+    /// [`OpenOptions::open_with`]).
     ///
     /// # Errors
     ///
     /// As [`open`], and as [`Segment::set_len`].
     pub fn create_new(name: impl AsRef<[u8]>, size: u64) -> Result<Segment, Error> {
         OpenOptions::new().create_new(true).size(size).open(name)
+    }
+
+    /// Creates a new segment of `size` bytes holding `contents` at offset
+    /// 0 (the rest reads as zero), failing with `EEXIST` if the name exists.
+    /// The name appears only once the contents are written: another process
+    /// either finds no such name (`ENOENT`) or the whole contents.
+    ///
+    /// ```
+    /// use shmgate_host::Segment;
+    /// # let name = format!("/shmgate-doc-contents-{}", std::process::id());
+    /// let seg = Segment::create_new_with(&name, 4096, b"config v1")?;
+    /// let mut buf = [0; 9];
+    /// Segment::open_read_only(&name)?.read_exact_at(&mut buf, 0)?;
+    /// assert_eq!(&buf, b"config v1");
+    /// # shmgate_host::unlink(&name)?;
+    /// # Ok::<(), shmgate_host::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Segment::create_new`]; `EFBIG` if `contents` is longer than
+    /// `size`.
+    pub fn create_new_with(
+        name: impl AsRef<[u8]>,
+        size: u64,
+        contents: &[u8],
+    ) -> Result<Segment, Error> {
+        OpenOptions::new()
+            .create_new(true)
+            .size(size)
+            .open_with(name, |seg| seg.write_all_at(contents, 0))
     }
 
     /// Opens an existing segment for reading only.
@@ -275,12 +376,19 @@ impl Segment {
         let len = usize::try_from(len)
             .map_err(|_| Errno::NOMEM)
             .map_err(self.err(Op::Map))?;
-        let raw = sys::mmap(self.fd.as_fd(), offset, len, self.writable).map_err(fail)?;
-        Ok(Mapping::new(raw, Arc::clone(&self.name)))
+        let guarded =
+            GuardedMapping::new(self.fd.as_fd(), offset, len, self.writable).map_err(fail)?;
+        Ok(Mapping::new(guarded, Arc::clone(&self.name)))
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// A segment on a descriptor that did not come from [`open`] (a memfd,
+    /// a descriptor received over a socket); `name` is shown in errors.
+    pub(crate) fn from_parts(fd: OwnedFd, name: Arc<[u8]>, writable: bool) -> Segment {
+        Segment { fd, name, writable }
     }
 }
 
@@ -371,7 +479,10 @@ impl OpenOptions {
         self
     }
 
-    /// Set the size with `ftruncate` right after opening.
+    /// The size of the segment: a segment this open creates gets it
+    /// before its name appears (atomic creation, see
+    /// [`open_with`](OpenOptions::open_with)); an existing one is resized
+    /// with `ftruncate` right after opening.
     pub fn size(&mut self, size: u64) -> &mut OpenOptions {
         self.size = Some(size);
         self
@@ -382,24 +493,146 @@ impl OpenOptions {
         OFlags::from_options(self.read_write, self.create, self.create_new, self.truncate)
     }
 
-    /// Opens `name` with these options. If a size is set and sizing fails,
-    /// a segment this call created exclusively is unlinked again.
+    /// Opens `name` with these options.
+    ///
+    /// A segment this call creates (`create_new`, or `create` when the name
+    /// does not exist) is sized before its name appears, and carries the
+    /// creator lock that lets `shmgate ls` and `rm --orphaned` tell a live
+    /// creator from a dead one (see [`crate::lifecycle`]).
     ///
     /// # Errors
     ///
     /// As [`open`] and [`Segment::set_len`].
     pub fn open(&self, name: impl AsRef<[u8]>) -> Result<Segment, Error> {
-        let name = name.as_ref();
-        let seg = open(name, self.flags(), self.mode)?;
-        if let Some(size) = self.size
-            && let Err(e) = seg.set_len(size)
-        {
-            if self.create_new {
-                drop(OwnedSegment { seg: Some(seg) });
+        self.open_with(name, |_| Ok::<(), Error>(()))
+    }
+
+    /// Opens `name` like [`open`](OpenOptions::open), and if this call
+    /// creates it, runs `init` on the new segment before anyone else can
+    /// see it: the name is published only once the segment is sized and
+    /// `init` has returned `Ok`, with exact `create_new` semantics (`EEXIST`
+    /// if the name exists by then, in which case `init`'s work is
+    /// discarded). Another process opening the name meanwhile gets `ENOENT`
+    /// or the finished segment, never an empty or half-written one. If
+    /// `init` fails, nothing is left behind and its error is returned:
+    /// `init` may return any error type that shmgate's [`Error`] converts
+    /// into (`Error` itself, `std::io::Error`, `Box<dyn Error>`, …).
+    /// `init` does not run for a segment that already existed (`create`
+    /// opens what is there first); it is `FnMut` because with `create` it
+    /// can run more than once when another process creates the same name
+    /// at the same moment: on our object, which loses the race for the name
+    /// and is discarded, then again if that name vanished before we could
+    /// open it.
+    ///
+    /// On Linux the segment is made with `O_TMPFILE` in `/dev/shm` and
+    /// linked to its name (`linkat` through `/proc/self/fd`); where either
+    /// is missing, under a private temporary name that is linked in the same
+    /// way. Read-only creates are not atomic (the new segment cannot be
+    /// sized through a read-only descriptor anyway).
+    ///
+    /// ```
+    /// use shmgate_host::OpenOptions;
+    /// # let name = format!("/shmgate-doc-init-{}", std::process::id());
+    /// let seg = OpenOptions::new()
+    ///     .create_new(true)
+    ///     .size(4096)
+    ///     .open_owned_with(&name, |seg| {
+    ///         seg.write_all_at(&1u32.to_le_bytes(), 0) // a version header
+    ///     })?;
+    /// assert_eq!(seg.len()?, 4096);
+    /// # Ok::<(), shmgate_host::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`open`] and [`Segment::set_len`], and `init`'s error;
+    /// `EAGAIN` if, with `create`, the name kept appearing and disappearing
+    /// between the attempts to create and to open it.
+    pub fn open_with<E: From<Error>>(
+        &self,
+        name: impl AsRef<[u8]>,
+        mut init: impl FnMut(&Segment) -> Result<(), E>,
+    ) -> Result<Segment, E> {
+        let name: Arc<[u8]> = Arc::from(name.as_ref());
+        let creates = self.create || self.create_new;
+        if !creates {
+            return Ok(self.open_existing(name)?);
+        }
+        // `create` without `create_new` opens what is there first, then
+        // creates exclusively, so it knows whether it created (and must
+        // initialise and lock). A name can appear or vanish between the
+        // two attempts; a few rounds settle it.
+        for _ in 0..4 {
+            if !self.create_new {
+                match self.open_existing(Arc::clone(&name)) {
+                    Err(e) if e.errno() == Errno::NOENT => {}
+                    done => return Ok(done?),
+                }
             }
-            return Err(e);
+            let created = match (self.size, self.read_write) {
+                (Some(size), true) => create_atomic(Arc::clone(&name), self.mode, size, &mut init),
+                _ => self.create_plain(Arc::clone(&name), &mut init),
+            };
+            match created {
+                Ok(seg) => return Ok(seg),
+                // Someone else created it in between (`init` may have run
+                // on an object nobody will see, which is why it is `FnMut`).
+                Err(CreateError::Os(e)) if e.errno() == Errno::EXIST && !self.create_new => {}
+                Err(CreateError::Os(e)) => return Err(e.into()),
+                Err(CreateError::Init(e)) => return Err(e),
+            }
+        }
+        Err(Error::new(Op::Open, &name, Errno::AGAIN).into())
+    }
+
+    /// A create without atomic sizing (no size, or read-only): `CREATE |
+    /// EXCL`, then `set_len` if a size is set (which fails for a read-only
+    /// segment), then `init`. On failure the new name is removed again.
+    fn create_plain<E>(
+        &self,
+        name: Arc<[u8]>,
+        init: &mut impl FnMut(&Segment) -> Result<(), E>,
+    ) -> Result<Segment, CreateError<E>> {
+        let mut flags = self.flags();
+        flags = OFlags::from_bits(flags.bits() | (OFlags::CREATE | OFlags::EXCL).bits())
+            .map_err(|e| Error::new(Op::Open, &name, e))?;
+        let seg = OwnedSegment {
+            seg: Some(open_shared(name, flags, self.mode)?),
+        };
+        if let Some(size) = self.size {
+            seg.set_len(size)?;
+        }
+        init(&seg).map_err(CreateError::Init)?;
+        Ok(seg.into_segment())
+    }
+
+    /// Opens an existing segment (the flags without `CREATE`/`EXCL`) and
+    /// sizes it if a size is set.
+    fn open_existing(&self, name: Arc<[u8]>) -> Result<Segment, Error> {
+        let flags = OFlags::from_options(self.read_write, false, false, self.truncate);
+        let seg = open_shared(name, flags, self.mode)?;
+        if let Some(size) = self.size {
+            seg.set_len(size)?;
         }
         Ok(seg)
+    }
+
+    /// [`open_with`](OpenOptions::open_with), always creating (whatever
+    /// `create_new` says), returning an [`OwnedSegment`].
+    ///
+    /// # Errors
+    ///
+    /// As [`OpenOptions::open_with`].
+    pub fn open_owned_with<E: From<Error>>(
+        &self,
+        name: impl AsRef<[u8]>,
+        init: impl FnMut(&Segment) -> Result<(), E>,
+    ) -> Result<OwnedSegment, E> {
+        let mut opts = self.clone();
+        opts.create_new(true);
+        Ok(OwnedSegment {
+            seg: Some(opts.open_with(name, init)?),
+        })
     }
 
     /// Creates `name` exclusively (whatever `create_new` says) and returns
@@ -422,7 +655,11 @@ impl OpenOptions {
 ///
 /// The unlink happens only if the name still refers to this very object
 /// (same device and inode), so a segment someone else created under the
-/// same name after ours was removed is left alone.
+/// same name after ours was removed is left alone. That check and the
+/// unlink are two system calls: Linux cannot unlink a name only if it
+/// still refers to a given inode, so a small window remains; see
+/// [`lifecycle::unlink_if_same`](crate::lifecycle::unlink_if_same) for
+/// how small and what it takes to hit it.
 #[derive(Debug)]
 pub struct OwnedSegment {
     /// Always `Some` until `drop` or `into_segment` takes it.
@@ -459,32 +696,54 @@ impl Drop for OwnedSegment {
     }
 }
 
-/// Which object a name or descriptor refers to: device and inode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Identity {
+/// Which object a name or descriptor refers to: its device and inode
+/// numbers, as `fstat` gives them.
+///
+/// Two identities taken while both objects are open are equal only for the
+/// same object; an identity remembered after the object was freed may be
+/// given to a new object later (tmpfs reuses inode numbers rarely, but may).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Identity {
     dev: u64,
     ino: u64,
 }
 
+impl Identity {
+    /// An identity from `st_dev` and `st_ino` (e.g. from
+    /// [`std::os::unix::fs::MetadataExt`]).
+    pub fn new(dev: u64, ino: u64) -> Identity {
+        Identity { dev, ino }
+    }
+
+    /// `st_dev`.
+    pub fn dev(&self) -> u64 {
+        self.dev
+    }
+
+    /// `st_ino`.
+    pub fn ino(&self) -> u64 {
+        self.ino
+    }
+}
+
 impl Segment {
-    /// The device and inode of the open object.
-    pub(crate) fn identity(&self) -> Result<Identity, Errno> {
-        sys::fstat(self.fd()).map(|st| Identity {
-            dev: st.dev,
-            ino: st.ino,
-        })
+    /// `fstat`: the device and inode of the open object.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's `fstat` errors (practically none).
+    pub fn identity(&self) -> Result<Identity, Error> {
+        sys::fstat(self.fd())
+            .map(|st| Identity::new(st.dev, st.ino))
+            .map_err(self.err(Op::Check))
     }
 }
 
 /// Unlinks `name` only if it still refers to the object `identity` names,
 /// so that cleanup never removes a segment someone else created under the
 /// same name after ours was removed. Errors are ignored: the name is then
-/// either gone already or not ours to remove.
+/// either gone already or not ours to remove. See
+/// [`lifecycle::unlink_if_same`](crate::lifecycle::unlink_if_same).
 pub(crate) fn unlink_if_same(name: &[u8], identity: Identity) {
-    let Ok(path) = path_of(name) else { return };
-    if let Ok(current) = sys::stat_name(&path)
-        && (current.dev, current.ino) == (identity.dev, identity.ino)
-    {
-        let _ = sys::unlink(&path);
-    }
+    let _ = crate::lifecycle::unlink_if_same(name, identity);
 }

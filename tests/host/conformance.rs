@@ -4,13 +4,29 @@
 //!
 //! Each test names the assertions it ports, by their number in the suite's
 //! `assertions.xml` (the suite's test files are named after them:
-//! `shm_open/11-1.c` tests `shm_open` assertion 11). Left out: what cannot be observed
-//! from inside a multithreaded test harness or without changing the machine
-//! (the lowest free descriptor, 8 and 30; `EMFILE`/`ENFILE`/`ENOSPC`, 38, 40
-//! and 42; `EINTR`, 36; a creation denied by `/dev/shm`'s own permissions,
-//! 33), and what POSIX leaves unspecified. Where POSIX says "undefined"
-//! (`EXCL` without `CREATE`, 24; `TRUNC` with `RDONLY`, 27) shmgate refuses
-//! with `EINVAL`, which is tested too.
+//! `shm_open/11-1.c` tests `shm_open` assertion 11).
+//!
+//! Coverage, `shm_open` (42 assertions):
+//!
+//! - Ported: 1 and 15 (every test opens or creates through a descriptor), 2
+//!   and 9, 5 and 6, 8 and 30 (in a probe process: the lowest free
+//!   descriptor), 11, 13 and 14, 16 and 17, 18, 20, 21, 22 and 35, 23, 25,
+//!   26, 28, 32 and 34 (as `nobody`, when run as root), 38 (in a probe
+//!   process with `RLIMIT_NOFILE` at 3), 39, 41.
+//! - Undefined in POSIX, where shmgate refuses with `EINVAL` (tested): 24
+//!   (`EXCL` without `CREATE`), 27 (`TRUNC` with `RDONLY`).
+//! - Unspecified or implementation-defined, nothing to port: 3, 7 (the
+//!   name grammar is `shmgate_core`'s, with its own tests), 10, 19, 29.
+//! - Expressed by the types rather than a return value: 4 (a name is
+//!   validated by `ShmName`), 12 (`OFlags` has exactly one access mode), 31
+//!   (an error is `Err`, never `-1`), 37 (`EINVAL` for names the core
+//!   refuses, in `hazards`).
+//! - Not portable without changing the machine: 33 (a create denied by
+//!   `/dev/shm`'s own permissions), 36 (`EINTR`: shmgate retries it), 40
+//!   (`ENFILE`, the system-wide limit), 42 (`ENOSPC`).
+//!
+//! Coverage, `shm_unlink` (11 assertions): 1 to 5, 6 and 7 (`Ok`/`Err`),
+//! 8 to 11, all ported.
 //!
 //! The tests that need another user run `shmgate-probe` as `nobody` and
 //! say loudly that they were skipped when not run as root.
@@ -597,5 +613,47 @@ fn each_open_is_a_new_description() -> TestResult {
     );
     a.read_exact(&mut buf)?;
     assert_eq!(&buf, b"567");
+    Ok(())
+}
+
+/// `shm_open` assertions 8 and 30: the descriptor returned is the lowest
+/// one not open in the process, for the first call of the process (when a
+/// library that caches a descriptor of its own would take one), for opens,
+/// creates, atomic creates and anonymous segments, and nothing stays open
+/// between calls. In a probe process: the test harness's threads open
+/// descriptors concurrently.
+#[test]
+fn returns_the_lowest_free_descriptor() -> TestResult {
+    let mut cleanup = Cleanup::new();
+    let name = cleanup.name();
+    Probe::same_user().run(["lowest-fd", &name])?;
+    assert!(!exists(&shm_path(&name)));
+    Ok(())
+}
+
+/// `shm_open` assertion 38: `EMFILE` when the process has no descriptor
+/// left, and nothing is created. In a probe process (`RLIMIT_NOFILE` is
+/// process-wide).
+#[test]
+fn no_descriptor_left_is_emfile() -> TestResult {
+    let mut cleanup = Cleanup::new();
+    let name = cleanup.name();
+    assert_eq!(Probe::same_user().run(["emfile", &name]), Err(Errno::MFILE));
+    assert!(!exists(&shm_path(&name)));
+    Ok(())
+}
+
+/// `shm_open` assertion 20: the mode of a new object does not decide how
+/// this open may use it: created with mode `0o000`, it is still open for
+/// reading and writing.
+#[test]
+fn mode_does_not_limit_the_creating_open() -> TestResult {
+    let mut cleanup = Cleanup::new();
+    let name = cleanup.name();
+    let seg = open(&name, RDWR | CREATE | EXCL, mode(0))?;
+    assert_eq!(mode_of(&name), 0);
+    seg.set_len(4)?;
+    seg.write_all_at(b"abcd", 0)?;
+    assert_eq!(&read::<4>(&seg, 0), b"abcd");
     Ok(())
 }

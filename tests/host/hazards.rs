@@ -279,3 +279,29 @@ fn successful_open_is_regular_and_blocking() -> TestResult {
     }
     Ok(())
 }
+
+/// No descriptor of shmgate's can be redirected: a process creates a
+/// first object, closes every descriptor above 2 (as daemons do after
+/// `fork`), opens a directory of its own into the freed numbers, then
+/// creates (plainly and atomically) and unlinks. Everything happens in
+/// `/dev/shm` and nothing in the decoy directory.
+#[test]
+fn closing_and_reusing_descriptors_cannot_redirect() -> TestResult {
+    let mut cleanup = Cleanup::new();
+    let first = cleanup.name();
+    let second = cleanup.name();
+    let atomic = format!("{second}.atomic");
+    cleanup.track(shm_path(&atomic));
+    let decoy = cleanup.outside_dir();
+    let decoy_str = decoy.to_str().expect("a UTF-8 temporary directory");
+    crate::common::Probe::same_user().run(["redirect", &first, &second, decoy_str])?;
+    assert!(!exists(&shm_path(&first)), "the unlink missed /dev/shm");
+    assert!(exists(&shm_path(&second)), "the create missed /dev/shm");
+    assert!(
+        exists(&shm_path(&atomic)),
+        "the atomic create missed /dev/shm"
+    );
+    let stray: Vec<_> = fs::read_dir(&decoy)?.collect();
+    assert!(stray.is_empty(), "created outside /dev/shm: {stray:?}");
+    Ok(())
+}

@@ -131,3 +131,57 @@ fn demo_leads_with_zero_copy_and_plots() {
         "{drawn:.300}"
     );
 }
+
+/// Ctrl-C (`SIGINT`) in the middle of the stream: the demo kills its
+/// guests, removes its segment, and dies of the signal, as a shell expects;
+/// `/dev/shm` is as before.
+#[test]
+fn interrupted_demo_removes_its_segment() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::time::{Duration, Instant};
+
+    let _one = ONE_DEMO.lock().unwrap_or_else(|e| e.into_inner());
+    let before = demo_names();
+    let mut child = std::process::Command::new(crate::common::SHMGATE)
+        .args(["demo", "--size", "2GiB"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the demo");
+    let segment = format!("/dev/shm/shmgate-demo-{}.stream", child.id());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::symlink_metadata(&segment).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the demo never created {segment}"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the demo ended early");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The producer guest created it through shmgate: it holds the creator
+    // lock (taken right after its exclusive create).
+    let name = segment.trim_start_matches("/dev/shm/");
+    let alive = (0..200).any(|_| {
+        let alive = shmgate_host::lifecycle::creator_alive(name).unwrap_or(false);
+        if !alive {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        alive
+    });
+    assert!(alive, "the guest's segment has no creator lock");
+    // Our own child, by its pid.
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(kill.success());
+    let out = child.wait_with_output().expect("waiting for the demo");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(2), "{:?}: {stderr}", out.status);
+    assert!(stderr.contains("demo interrupted: removed"), "{stderr}");
+    assert!(
+        std::fs::symlink_metadata(&segment).is_err(),
+        "{segment} left behind"
+    );
+    assert_eq!(demo_names(), before);
+}

@@ -96,6 +96,11 @@ fn json_schema_on_objects_this_test_made() {
         assert!(o["mtime_unix"].is_i64(), "{o}");
         pids(o, "open_by");
         pids(o, "mapped_by");
+        assert!(
+            o["creator_alive"].is_boolean() || o["creator_alive"].is_null(),
+            "{o}"
+        );
+        assert!(o["orphaned"].is_boolean(), "{o}");
     }
 
     let o = find(&objects, &ns.host_name("open"));
@@ -111,8 +116,12 @@ fn json_schema_on_objects_this_test_made() {
     assert!(o.get("name_bytes").is_none(), "only for names not UTF-8");
     assert!(pids(o, "open_by").contains(&me), "{o}");
     assert!(!pids(o, "mapped_by").contains(&me), "{o}");
+    assert_eq!(o["creator_alive"], true, "{o}");
+    assert_eq!(o["orphaned"], false, "{o}");
 
     let o = find(&objects, &ns.host_name("mapped"));
+    // The mapping made through the creator's descriptor keeps its lock.
+    assert_eq!(o["creator_alive"], true, "{o}");
     assert_eq!(o["size"], 8192);
     assert_eq!(o["mode"], "0600");
     assert!(pids(o, "mapped_by").contains(&me), "{o}");
@@ -122,19 +131,30 @@ fn json_schema_on_objects_this_test_made() {
     assert_eq!(o["size"], 100);
     assert_eq!(o["open_by"], Value::Array(vec![]));
     assert_eq!(o["mapped_by"], Value::Array(vec![]));
+    assert_eq!(o["creator_alive"], false, "{o}");
+    assert_eq!(o["orphaned"], true, "{o}");
 
     // The symlink itself: its size is its target's length, not passwd's.
     let o = find(&objects, &ns.host_name("link"));
     assert_eq!(o["type"], "symlink");
     assert_eq!(o["size"], "/etc/passwd".len());
+    assert_eq!(o["creator_alive"], Value::Null, "never opened: {o}");
+    assert_eq!(o["orphaned"], false, "{o}");
     assert_eq!(find(&objects, &ns.host_name("dir"))["type"], "dir");
     assert_eq!(find(&objects, &ns.host_name("fifo"))["type"], "fifo");
+    assert_eq!(
+        find(&objects, &ns.host_name("fifo"))["creator_alive"],
+        Value::Null
+    );
 
     let lossy = String::from_utf8_lossy(&odd).into_owned();
     let o = find(&objects, &lossy);
     assert_eq!(o["size"], 3);
     let hex: String = odd.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(o["name_bytes"], hex);
+    // Made without shmgate, held by nobody: an orphan too.
+    assert_eq!(o["creator_alive"], false, "{o}");
+    assert_eq!(o["orphaned"], true, "{o}");
 
     drop(open);
     drop(mapping);

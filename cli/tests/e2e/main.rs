@@ -9,6 +9,7 @@ mod demo;
 mod exchange;
 mod grants;
 mod ls;
+mod orphans;
 mod ring;
 mod ring_interop;
 mod rm;

@@ -3,15 +3,21 @@
 //! `shmgate-core` types and gets [`Errno`]s back.
 
 use std::ffi::c_void;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
-use rustix::fs::{self as rfs, AtFlags, FileType};
+use rustix::fs::{self as rfs, FileType};
 use rustix::io::Errno as RErrno;
-use rustix::mm::{MapFlags, ProtFlags};
-use shmgate_core::{Errno, Mode, OFlags, SHM_DIR, ShmPath};
+use shmgate_core::{Errno, Mode, OFlags, ShmPath};
+
+mod create;
+mod lock;
+mod memfd;
+
+pub(crate) use create::create_pending;
+pub(crate) use lock::{creator_lock_held, hold_creator_lock};
+pub(crate) use memfd::{add_seals, get_seals, memfd_create, recv_fd, send_fd};
 
 /// Converts rustix's errno to the core's (any positive `i32` fits a `u16`
 /// on Linux; anything else would be a kernel bug and reads as `EIO`).
@@ -29,23 +35,18 @@ fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> Result<T, Errno> {
     }
 }
 
-/// The `O_PATH | O_DIRECTORY` handle on `/dev/shm`, opened on first use and
-/// kept for the life of the process. A failed open is not cached, so a
-/// program that starts before `/dev/shm` is mounted recovers.
-fn shm_dir() -> Result<BorrowedFd<'static>, Errno> {
-    static DIR: OnceLock<OwnedFd> = OnceLock::new();
-    if let Some(fd) = DIR.get() {
-        return Ok(fd.as_fd());
-    }
-    let flags = rfs::OFlags::PATH | rfs::OFlags::DIRECTORY | rfs::OFlags::CLOEXEC;
-    let fd = retry(|| rfs::open(SHM_DIR, flags, rfs::Mode::empty()))?;
-    // If another thread won the race, its handle is kept and ours closed.
-    Ok(DIR.get_or_init(|| fd).as_fd())
-}
-
-/// `openat(/dev/shm, name, flags | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY |
+/// `open("/dev/shm/<name>", flags | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY |
 /// O_NONBLOCK, mode)`, then `fstat` to refuse anything but a regular file,
 /// then clear `O_NONBLOCK`.
+///
+/// The path is absolute and no descriptor of ours is involved (none is
+/// cached between calls), so the caller gets the lowest free descriptor, as
+/// POSIX requires, and closing or reusing descriptor numbers cannot
+/// redirect the open elsewhere. `O_NOFOLLOW` covers the last component;
+/// `/dev` and `/dev/shm` are followed like glibc does. They belong to root
+/// (`/dev` is `0755 root`, `/dev/shm` is a root-owned sticky mount point),
+/// so only root could make `/dev/shm` a symlink, and root can redirect any
+/// open anyway; some systems legitimately link it to `/run/shm`.
 ///
 /// `O_NOFOLLOW` makes a planted symlink (dangling or not) `ELOOP`, so
 /// nothing outside `/dev/shm` is opened or created. `O_NONBLOCK` makes a
@@ -57,7 +58,6 @@ fn shm_dir() -> Result<BorrowedFd<'static>, Errno> {
 /// nothing to check: no `O_NONBLOCK`, no `fstat`, no `fcntl`, one syscall
 /// like glibc.
 pub(crate) fn open(path: &ShmPath, flags: OFlags, mode: Mode) -> Result<OwnedFd, Errno> {
-    let dir = shm_dir()?;
     let created_new = flags.contains(OFlags::CREATE) && flags.contains(OFlags::EXCL);
     let mut oflags = rfs::OFlags::NOFOLLOW | rfs::OFlags::CLOEXEC | rfs::OFlags::NOCTTY;
     if !created_new {
@@ -78,7 +78,7 @@ pub(crate) fn open(path: &ShmPath, flags: OFlags, mode: Mode) -> Result<OwnedFd,
         }
     }
     let mode = rfs::Mode::from_raw_mode(mode.bits());
-    let fd = retry(|| rfs::openat(dir, path.name_c_str(), oflags, mode)).map_err(|e| {
+    let fd = retry(|| rfs::open(path.as_c_str(), oflags, mode)).map_err(|e| {
         // A directory is not a shared memory object.
         if e == Errno::ISDIR { Errno::INVAL } else { e }
     })?;
@@ -95,12 +95,11 @@ pub(crate) fn open(path: &ShmPath, flags: OFlags, mode: Mode) -> Result<OwnedFd,
     Ok(fd)
 }
 
-/// `unlinkat(/dev/shm, name, 0)`. `EPERM` becomes `EACCES` (what POSIX
+/// `unlink("/dev/shm/<name>")`: no descriptor involved, as for [`open`]. `EPERM` becomes `EACCES` (what POSIX
 /// specifies for `shm_unlink`; Linux says `EPERM` in a sticky directory) and
 /// `EISDIR` becomes `EINVAL` (a directory is not a shared memory object).
 pub(crate) fn unlink(path: &ShmPath) -> Result<(), Errno> {
-    let dir = shm_dir()?;
-    retry(|| rfs::unlinkat(dir, path.name_c_str(), AtFlags::empty())).map_err(|e| match e {
+    retry(|| rfs::unlink(path.as_c_str())).map_err(|e| match e {
         Errno::PERM => Errno::ACCES,
         Errno::ISDIR => Errno::INVAL,
         e => e,
@@ -129,13 +128,22 @@ pub(crate) fn fstat(fd: BorrowedFd<'_>) -> Result<Stat, Errno> {
     rfs::fstat(fd).map(|st| to_stat(&st)).map_err(errno)
 }
 
-/// `fstatat(/dev/shm, name, AT_SYMLINK_NOFOLLOW)`: what the name refers to
-/// now, to check it is still our object before unlinking it.
-pub(crate) fn stat_name(path: &ShmPath) -> Result<Stat, Errno> {
-    let dir = shm_dir()?;
-    rfs::statat(dir, path.name_c_str(), AtFlags::SYMLINK_NOFOLLOW)
-        .map(|st| to_stat(&st))
-        .map_err(errno)
+/// `open("/dev/shm/<name>", O_PATH | O_NOFOLLOW | O_CLOEXEC)`, then
+/// `fstat`: what the name refers to now, without opening the object for
+/// I/O (no read permission needed, a FIFO does not block) and with the
+/// inode pinned while the descriptor is open, so an identity read from it
+/// cannot belong to an inode freed and reused in between.
+pub(crate) fn open_path(path: &ShmPath) -> Result<(OwnedFd, Stat), Errno> {
+    let flags = rfs::OFlags::PATH | rfs::OFlags::NOFOLLOW | rfs::OFlags::CLOEXEC;
+    let fd = retry(|| rfs::open(path.as_c_str(), flags, rfs::Mode::empty()))?;
+    let st = rfs::fstat(&fd).map_err(errno)?;
+    let regular = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile;
+    let stat = to_stat(&st);
+    if regular {
+        Ok((fd, stat))
+    } else {
+        Err(Errno::INVAL)
+    }
 }
 
 /// `ftruncate(fd, len)`.
@@ -153,7 +161,8 @@ pub(crate) fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> Result<usiz
     retry(|| rustix::io::pwrite(fd, buf, offset))
 }
 
-/// A `MAP_SHARED` mapping of part of a segment, unmapped on drop.
+/// A `MAP_SHARED` mapping of part of a segment, unmapped on drop; made by
+/// [`window::guarded`], which registers it with the signal handler.
 ///
 /// The memory may be written at any time by another process, so it is
 /// never handed out as `&[u8]`: only copies (`copy_out`, `copy_in`),
@@ -175,39 +184,6 @@ unsafe impl Send for RawMapping {}
 // reference to non-atomic shared bytes) or hands out atomics.
 #[allow(unsafe_code)]
 unsafe impl Sync for RawMapping {}
-
-/// `mmap(NULL, len, PROT_READ[|PROT_WRITE], MAP_SHARED, fd, offset)`.
-///
-/// The caller checks `offset` and `len` against the segment (non-zero,
-/// page-aligned offset, inside the current length).
-#[allow(unsafe_code)]
-pub(crate) fn mmap(
-    fd: BorrowedFd<'_>,
-    offset: u64,
-    len: usize,
-    writable: bool,
-) -> Result<RawMapping, Errno> {
-    let prot = if writable {
-        ProtFlags::READ | ProtFlags::WRITE
-    } else {
-        ProtFlags::READ
-    };
-    // SAFETY: a null hint without MAP_FIXED lets the kernel pick fresh
-    // address space, so no existing Rust memory is replaced.
-    let ptr = unsafe {
-        rustix::mm::mmap(
-            std::ptr::null_mut(),
-            len,
-            prot,
-            MapFlags::SHARED,
-            fd,
-            offset,
-        )
-    }
-    .map_err(errno)?;
-    let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(Errno::NOMEM)?;
-    Ok(RawMapping { ptr, len, writable })
-}
 
 impl RawMapping {
     pub(crate) fn len(&self) -> usize {
@@ -340,5 +316,17 @@ pub(crate) fn futex_wake(word: &AtomicU32, count: u32) -> Result<usize, Errno> {
 }
 
 pub(crate) mod futex;
-#[cfg(any(feature = "wasmtime", shmgate_loom))]
 pub(crate) mod window;
+
+/// `fstat` and `fcntl(F_GETFL)`: whether `fd` is a regular file, and
+/// whether it is open for writing.
+pub(crate) fn regular_and_writable(fd: BorrowedFd<'_>) -> Result<(bool, bool), Errno> {
+    let st = rfs::fstat(fd).map_err(errno)?;
+    let regular = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile;
+    let flags = rfs::fcntl_getfl(fd).map_err(errno)?;
+    let access = flags & rfs::OFlags::RWMODE;
+    Ok((
+        regular,
+        access == rfs::OFlags::RDWR || access == rfs::OFlags::WRONLY,
+    ))
+}

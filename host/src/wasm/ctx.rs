@@ -10,8 +10,9 @@ use shmgate_core::{Errno, Mode, OFlags};
 
 use super::policy::{HANDLES_LIMIT, ShmPolicy};
 use crate::segment::{Identity, open_shared, unlink_if_same};
+use crate::sys::window::guarded::GuardedMapping;
 use crate::sys::window::guest::GuestRange;
-use crate::sys::window::map::{GuardedMapping, map_window, unmap_window};
+use crate::sys::window::map::{map_window, unmap_window};
 use crate::sys::window::memory::MemoryWindows;
 use crate::sys::window::wait::{Woke, wait_either, wake_private};
 use crate::sys::{self};
@@ -221,6 +222,33 @@ impl ShmCtx {
         Err(Errno::AGAIN)
     }
 
+    /// Hands the guest a handle to a segment the embedder opened itself: an
+    /// anonymous (`memfd`) segment, say, possibly sealed, that has no name
+    /// the guest could open. The guest can use it as any handle it opened
+    /// (`read`, `map`, `wait32`, ...), writable only if the segment is
+    /// writable and neither `read_only` nor the policy says otherwise; it
+    /// may not `set_size` it without the resize right.
+    ///
+    /// # Errors
+    ///
+    /// `EMFILE` if the store already holds its `max_handles`.
+    pub fn grant(&mut self, segment: Segment, read_only: bool) -> Result<u32, Errno> {
+        if self.table.len >= self.policy.max_handles.min(HANDLES_LIMIT) {
+            return Err(Errno::MFILE);
+        }
+        // A segment sealed against writes cannot be mapped writable.
+        let write_sealed = segment.seals().is_ok_and(|s| {
+            s.contains(crate::Seals::WRITE) || s.contains(crate::Seals::FUTURE_WRITE)
+        });
+        let writable =
+            segment.is_writable() && !write_sealed && !read_only && !self.policy.read_only;
+        self.table.insert(Entry {
+            seg: segment,
+            writable,
+            created_here: false,
+        })
+    }
+
     /// `unlink`: needs the unlink right, and a grant that is not read-only.
     pub(crate) fn unlink(&mut self, guest_name: &[u8]) -> Result<(), Errno> {
         let name = self.policy.resolve(guest_name)?;
@@ -373,7 +401,7 @@ impl ShmCtx {
 
     /// The shared word at `offset` of the handle's segment, through a host
     /// mapping of its page (kept until the handle closes).
-    fn futex_word(&mut self, handle: i32, offset: i64) -> Result<(&sys::RawMapping, usize), Errno> {
+    fn futex_word(&mut self, handle: i32, offset: i64) -> Result<(&GuardedMapping, usize), Errno> {
         let entry = self.table.get(handle)?;
         let offset = u64::try_from(offset).map_err(|_| Errno::INVAL)?;
         if offset % 4 != 0 {
@@ -387,6 +415,11 @@ impl ShmCtx {
         let page_start = offset - offset % page as u64;
         let within = usize::try_from(offset - page_start).map_err(|_| Errno::INVAL)?;
         let key = (handle, page_start);
+        // A page a peer's shrink diverted to private pages is mapped again:
+        // the segment is back to at least `offset + 4` bytes.
+        if self.futex_pages.get(&key).is_some_and(|m| !m.intact()) {
+            self.futex_pages.remove(&key);
+        }
         if !self.futex_pages.contains_key(&key) && self.futex_pages.len() >= FUTEX_PAGES {
             // Forget any one: a later call maps its page again.
             let victim = self.futex_pages.keys().next().copied();
@@ -406,7 +439,7 @@ impl ShmCtx {
                 e.insert(GuardedMapping::new(fd, page_start, page, writable)?)
             }
         };
-        Ok((mapping.raw(), within))
+        Ok((mapping, within))
     }
 
     /// `wait32`: blocks while the shared word at `offset` holds `expected`,
@@ -426,42 +459,55 @@ impl ShmCtx {
     ) -> Result<(), Errno> {
         let limit = self.policy.max_wait;
         let interrupt = Arc::clone(&self.interrupt);
-        let (mapping, within) = self.futex_word(handle, offset)?;
-        let word = mapping.atomic_u32(within)?;
+        let (guard, within) = self.futex_word(handle, offset)?;
+        let word = guard.raw().atomic_u32(within)?;
         let wanted =
             u64::try_from(timeout_ns).map_or(limit, |ns| Duration::from_nanos(ns).min(limit));
         let deadline = Instant::now().checked_add(wanted);
         let expected = expected as u32;
-        loop {
+        let woke = loop {
             let seen = interrupt.seq.load(Ordering::SeqCst);
             if interrupt.flag.load(Ordering::SeqCst) {
                 return Err(Errno::INTR);
             }
             match wait_either(word, expected, &interrupt.seq, seen, deadline) {
-                Ok(Woke::Shared) => return Ok(()),
-                Ok(Woke::TimedOut) => return Err(Errno::TIMEDOUT),
+                Ok(Woke::Shared) => break Ok(()),
+                Ok(Woke::TimedOut) => break Err(Errno::TIMEDOUT),
                 Ok(Woke::Interrupt) => {}
                 Err(Errno::NOSYS) => {
                     let left = deadline
                         .map_or(WAIT_SLICE, |d| d.saturating_duration_since(Instant::now()));
                     if left.is_zero() {
-                        return Err(Errno::TIMEDOUT);
+                        break Err(Errno::TIMEDOUT);
                     }
-                    if sys::futex_wait(word, expected, left.min(WAIT_SLICE))? {
-                        return Ok(());
+                    match sys::futex_wait(word, expected, left.min(WAIT_SLICE)) {
+                        Ok(true) => break Ok(()),
+                        Ok(false) => {}
+                        Err(e) => break Err(e),
                     }
                 }
-                Err(e) => return Err(e),
+                Err(e) => break Err(e),
             }
+        };
+        // A word on a page a peer cut off was not the segment's.
+        if guard.intact() {
+            woke
+        } else {
+            Err(Errno::NXIO)
         }
     }
 
     /// `notify`: wakes up to `count` waiters (as unsigned; `-1` wakes all)
     /// on the shared word at `offset`, in any process.
     pub(crate) fn notify(&mut self, handle: i32, offset: i64, count: i32) -> Result<usize, Errno> {
-        let (mapping, within) = self.futex_word(handle, offset)?;
-        let word = mapping.atomic_u32(within)?;
-        sys::futex_wake(word, (count as u32).min(i32::MAX as u32))
+        let (guard, within) = self.futex_word(handle, offset)?;
+        let word = guard.raw().atomic_u32(within)?;
+        let woken = sys::futex_wake(word, (count as u32).min(i32::MAX as u32))?;
+        if guard.intact() {
+            Ok(woken)
+        } else {
+            Err(Errno::NXIO)
+        }
     }
 
     /// `atomic32`: an atomic operation on the shared `u32` at `offset`,
@@ -483,10 +529,10 @@ impl ShmCtx {
         if op != 0 && !self.table.get(handle)?.writable {
             return Err(Errno::BADF);
         }
-        let (mapping, within) = self.futex_word(handle, offset)?;
-        let word = mapping.atomic_u32(within)?;
+        let (guard, within) = self.futex_word(handle, offset)?;
+        let word = guard.raw().atomic_u32(within)?;
         let (operand, expected) = (operand as u32, expected as u32);
-        Ok(match op {
+        let old = match op {
             0 => word.load(Ordering::SeqCst),
             1 => {
                 word.store(operand, Ordering::SeqCst);
@@ -498,7 +544,13 @@ impl ShmCtx {
             {
                 Ok(old) | Err(old) => old,
             },
-        })
+        };
+        // An operation on a page a peer cut off did not reach the segment.
+        if guard.intact() {
+            Ok(old)
+        } else {
+            Err(Errno::NXIO)
+        }
     }
 
     /// `size`.

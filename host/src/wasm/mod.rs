@@ -19,15 +19,16 @@
 //! atomic32(handle: i32, offset: i64, op: i32, operand: i32, expected: i32) -> i64 ; old value
 //! ```
 //!
-//! Windows (`map`) need an engine set up with [`configure`]; see
-//! `docs/ABI.md` for their safety model.
+//! Windows (`map`) need an engine set up with [`configure`] and a guest
+//! whose memory is shared (declared so, or made so by [`share_memory`]);
+//! see `docs/ABI.md` for their safety model.
 //!
 //! Everything a guest passes is untrusted: pointers and lengths are
 //! unsigned 32-bit and checked against its memory (`EFAULT`), handles come
 //! from a per-store table with generations (`EBADF`), names are resolved
 //! inside the policy's namespace, and every flag is checked against the
 //! rights. A guest mistake is an errno, never a trap; the only trap is a
-//! guest that exports no (non-shared) `memory`.
+//! guest that exports no `memory`.
 //!
 //! # Examples
 //!

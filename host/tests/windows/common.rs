@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use shmgate_host::wasm::{ShmCtx, ShmMemoryCreator, ShmPolicy, add_to_linker, configure};
 use wasmtime::{
-    Config, Engine, Extern, Instance, Linker, Memory, Module, SharedMemory, Store, TypedFunc,
-    WasmParams, WasmResults,
+    Config, Engine, Extern, Instance, InstancePre, Linker, Memory, Module, SharedMemory, Store,
+    TypedFunc, WasmParams, WasmResults,
 };
 
 /// The test guest: every `shmgate_v1` import re-exported as is, plus raw
@@ -159,8 +159,47 @@ pub(crate) fn local_guest() -> String {
 }
 
 impl Guest {
+    /// A store running [`GUEST`] (compiled and linked once per process).
     pub(crate) fn new(policy: ShmPolicy) -> Guest {
-        Guest::with_engine(engine(), GUEST, policy)
+        static PRE: OnceLock<InstancePre<Host>> = OnceLock::new();
+        let pre = PRE.get_or_init(|| {
+            let module = Module::new(engine(), GUEST).expect("test guest");
+            let mut linker = Linker::<Host>::new(engine());
+            add_to_linker(&mut linker, |h: &mut Host| &mut h.shm).unwrap();
+            linker
+                .instantiate_pre(&module)
+                .expect("link the test guest")
+        });
+        let mut store = Store::new(
+            engine(),
+            Host {
+                shm: ShmCtx::new(policy),
+            },
+        );
+        let instance = pre.instantiate(&mut store).expect("instantiate");
+        Guest::from_instance(store, instance)
+    }
+
+    fn from_instance(mut store: Store<Host>, instance: Instance) -> Guest {
+        let memory = match instance.get_export(&mut store, "memory") {
+            Some(Extern::SharedMemory(m)) => Mem::Shared(m),
+            Some(Extern::Memory(m)) => Mem::Local(m),
+            _ => panic!("the test guest exports its memory"),
+        };
+        Guest {
+            store,
+            instance,
+            memory,
+        }
+    }
+
+    /// The host address of guest address `addr`.
+    pub(crate) fn host_addr(&self, addr: i32) -> *const u8 {
+        let base = match &self.memory {
+            Mem::Local(m) => m.data_ptr(&self.store).cast_const(),
+            Mem::Shared(m) => m.data().as_ptr().cast::<u8>(),
+        };
+        base.wrapping_add(addr as u32 as usize)
     }
 
     pub(crate) fn with_engine(engine: &Engine, wat: &str, policy: ShmPolicy) -> Guest {
@@ -176,16 +215,7 @@ impl Guest {
         let instance = linker
             .instantiate(&mut store, &module)
             .expect("instantiate");
-        let memory = match instance.get_export(&mut store, "memory") {
-            Some(Extern::SharedMemory(m)) => Mem::Shared(m),
-            Some(Extern::Memory(m)) => Mem::Local(m),
-            _ => panic!("the test guest exports its memory"),
-        };
-        Guest {
-            store,
-            instance,
-            memory,
-        }
+        Guest::from_instance(store, instance)
     }
 
     pub(crate) fn func<P: WasmParams, R: WasmResults>(&mut self, name: &str) -> TypedFunc<P, R> {
@@ -223,4 +253,75 @@ pub(crate) fn mapped_in_proc(name: &str) -> bool {
     let needle = format!("/dev/shm/{name}");
     maps.lines()
         .any(|l| l.ends_with(&needle) || l.contains(&format!("{needle} (deleted)")))
+}
+
+/// The environment variable that tells a re-executed test binary which
+/// child role to play.
+const CHILD: &str = "SHMGATE_WINDOWS_CHILD";
+
+/// Whether this process is the child `role` of a test (see [`run_child`]).
+pub(crate) fn is_child(role: &str) -> bool {
+    std::env::var(CHILD).is_ok_and(|r| r == role)
+}
+
+/// Runs test `test` (its full path, `module::name`) of this binary again in
+/// a process of its own, as child `role`, and returns its output. Children
+/// measure their own CPU time and memory, change their own resource
+/// limits, and may die of a signal without taking the test binary along.
+///
+/// A child that runs longer than five minutes is killed and the test fails:
+/// a hang is a bug too.
+pub(crate) fn run_child(test: &str, role: &str, env: &[(&str, String)]) -> std::process::Output {
+    use std::process::Stdio;
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD, role)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("re-running the test binary");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while child.try_wait().expect("waiting for the child").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{role}: the child hung for 5 minutes and was killed\nstdout:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("the child's output")
+}
+
+/// Panics with the child's output unless it exited with status 0.
+pub(crate) fn assert_child_ok(out: &std::process::Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: child {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Shrinks `/dev/shm/<name>` to `len` bytes from a separate process.
+pub(crate) fn truncate_elsewhere(name: &str, len: u64) {
+    let status = std::process::Command::new("truncate")
+        .args(["-s", &len.to_string(), &format!("/dev/shm/{name}")])
+        .status()
+        .expect("running truncate(1)");
+    assert!(status.success());
+}
+
+/// A line `key=value` a child printed.
+pub(crate) fn child_value(out: &std::process::Output, key: &str) -> Option<String> {
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        // libtest may print "test name ... " before the child's line.
+        let at = l.find(&format!("{key}="))?;
+        Some(l[at + key.len() + 1..].trim().to_owned())
+    })
 }

@@ -138,3 +138,120 @@ fn host_copies_refuse_window_buffers() {
     seg.read_exact_at(&mut buf, 0).unwrap();
     assert_eq!(buf, [1; 16]);
 }
+
+/// `ShmCtx::grant`: the embedder hands the guest a segment that has no
+/// name (unlinked here; a sealed memfd in practice). The guest uses the
+/// handle like one it opened, within the grant: read-only means `write`
+/// is `EBADF` and a write window `EACCES`; a read window works.
+#[test]
+fn granted_segment_without_a_name() {
+    init();
+    let ns = Ns::new();
+    let name = ns.name("hidden");
+    let seg = OpenOptions::new()
+        .size(PAGE as u64)
+        .open_owned(&name)
+        .unwrap()
+        .into_segment();
+    seg.write_all_at(b"granted!", 0).unwrap();
+    shmgate_host::unlink(&name).unwrap();
+    let mut g = Guest::new(policy(&ns).max_handles(1).build().unwrap());
+    let h = g.store.data_mut().shm.grant(seg, true).unwrap();
+    let h = i32::try_from(h).unwrap();
+    let extra = OpenOptions::new()
+        .size(PAGE as u64)
+        .open_owned(ns.name("extra"))
+        .unwrap();
+    assert_eq!(
+        g.store.data_mut().shm.grant(extra.into_segment(), false),
+        Err(shmgate_core::Errno::MFILE),
+        "max_handles counts granted handles"
+    );
+    assert_eq!(
+        g.call::<(i32, i64, i32, i32), i64>("read", (h, 0, 100, 8)),
+        8
+    );
+    assert_eq!(
+        g.call::<(i32, i64, i32, i32), i64>("write", (h, 0, 100, 8)),
+        shmgate_core::Errno::BADF.to_wire()
+    );
+    assert_eq!(
+        g.map(i64::from(h), 0, PAGE, 3),
+        shmgate_core::Errno::ACCES.to_wire()
+    );
+    let a = g.map(i64::from(h), 0, PAGE, 1);
+    assert!(a > 0, "map: {a}");
+    assert_eq!(
+        g.call::<i32, i32>("load", a as i32 + 4),
+        i32::from_le_bytes(*b"ted!")
+    );
+}
+
+/// A sealed anonymous segment granted to a guest: its window works, and
+/// nobody (the host included) can shrink it under the window.
+#[test]
+fn sealed_anonymous_segment_granted_and_mapped() {
+    use shmgate_host::{Seals, Segment};
+    init();
+    let ns = Ns::new();
+    let seg = Segment::anonymous(PAGE as u64).unwrap();
+    seg.write_all_at(b"sealed!!", 0).unwrap();
+    seg.seal(Seals::SHRINK | Seals::GROW | Seals::SEAL).unwrap();
+    assert_eq!(
+        seg.set_len(0).unwrap_err().errno(),
+        shmgate_core::Errno::PERM,
+        "nobody can shrink it"
+    );
+    let mut g = Guest::new(policy(&ns).build().unwrap());
+    let host_view = seg.map().unwrap();
+    let h = i64::from(g.store.data_mut().shm.grant(seg, false).unwrap());
+    let a = g.map(h, 0, PAGE, 3);
+    assert!(a > 0, "map: {a}");
+    assert_eq!(
+        g.call::<i32, i32>("load", a as i32),
+        i32::from_le_bytes(*b"seal")
+    );
+    g.call::<(i32, i32), ()>("store", (a as i32, 0x0102_0304));
+    assert_eq!(
+        host_view
+            .load_u32(0, std::sync::atomic::Ordering::SeqCst)
+            .unwrap(),
+        0x0102_0304
+    );
+}
+
+/// A segment sealed against writes, granted read-write: the grant is
+/// read-only in effect (a writable mapping would be refused by the kernel
+/// after it had already unmapped the target, on kernels before 6.12), so a
+/// write window is `EACCES`, host atomics that store are `EBADF`, and a
+/// read window and `wait32` work.
+#[test]
+fn write_sealed_segment_is_granted_read_only() {
+    use shmgate_host::{Seals, Segment};
+    init();
+    let ns = Ns::new();
+    let seg = Segment::anonymous(PAGE as u64).unwrap();
+    seg.write_all_at(b"constant", 0).unwrap();
+    seg.seal(Seals::WRITE).unwrap();
+    let mut g = Guest::new(policy(&ns).build().unwrap());
+    let h = g.store.data_mut().shm.grant(seg, false).unwrap();
+    let h = i32::try_from(h).unwrap();
+    assert_eq!(
+        g.map(i64::from(h), 0, PAGE, 3),
+        shmgate_core::Errno::ACCES.to_wire()
+    );
+    assert_eq!(
+        g.call::<(i32, i64, i32, i32, i32), i64>("atomic32", (h, 0, 2, 1, 0)),
+        shmgate_core::Errno::BADF.to_wire()
+    );
+    assert_eq!(
+        g.call::<(i32, i64, i32, i64), i64>("wait32", (h, 0, 0, 0)),
+        shmgate_core::Errno::AGAIN.to_wire()
+    );
+    let a = g.map(i64::from(h), 0, PAGE, 1);
+    assert!(a > 0, "map: {a}");
+    assert_eq!(
+        g.call::<i32, i32>("load", a as i32),
+        i32::from_le_bytes(*b"cons")
+    );
+}

@@ -8,6 +8,8 @@
 
 mod common;
 mod errors;
+mod findings;
 mod lifecycle;
 mod signals;
+mod stress;
 mod wait;

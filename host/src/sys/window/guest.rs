@@ -168,37 +168,32 @@ impl<'a> GuestRange<'a> {
     #[allow(unsafe_code)]
     pub(crate) fn pread(&self, fd: BorrowedFd<'_>, offset: u64) -> Result<usize, Errno> {
         let offset = libc::off_t::try_from(offset).map_err(|_| Errno::INVAL)?;
-        loop {
-            // SAFETY: the destination is inside a live memory; the kernel
-            // writes it (or fails with EFAULT), no Rust reference exists.
-            let n = unsafe { libc::pread(fd.as_raw_fd(), self.ptr.cast(), self.len, offset) };
-            if let Ok(n) = usize::try_from(n) {
-                return Ok(n);
-            }
-            let e = rustix::io::Errno::from_io_error(&std::io::Error::last_os_error())
-                .unwrap_or(rustix::io::Errno::IO);
-            if e != rustix::io::Errno::INTR {
-                return Err(errno(e));
-            }
-        }
+        // SAFETY: the destination is inside a live memory; the kernel
+        // writes it (or fails with EFAULT), no Rust reference exists.
+        retry_io(|| unsafe { libc::pread(fd.as_raw_fd(), self.ptr.cast(), self.len, offset) })
     }
 
     /// `pwrite(fd, range, offset)`: the kernel copies from guest memory.
     #[allow(unsafe_code)]
     pub(crate) fn pwrite(&self, fd: BorrowedFd<'_>, offset: u64) -> Result<usize, Errno> {
         let offset = libc::off_t::try_from(offset).map_err(|_| Errno::INVAL)?;
-        loop {
-            // SAFETY: the source is inside a live memory; the kernel reads
-            // it (or fails with EFAULT), no Rust reference exists.
-            let n = unsafe { libc::pwrite(fd.as_raw_fd(), self.ptr.cast(), self.len, offset) };
-            if let Ok(n) = usize::try_from(n) {
-                return Ok(n);
-            }
-            let e = rustix::io::Errno::from_io_error(&std::io::Error::last_os_error())
-                .unwrap_or(rustix::io::Errno::IO);
-            if e != rustix::io::Errno::INTR {
-                return Err(errno(e));
-            }
+        // SAFETY: the source is inside a live memory; the kernel reads it
+        // (or fails with EFAULT), no Rust reference exists.
+        retry_io(|| unsafe { libc::pwrite(fd.as_raw_fd(), self.ptr.cast(), self.len, offset) })
+    }
+}
+
+/// Runs a libc I/O call again while it fails with `EINTR`; its count or
+/// its errno.
+fn retry_io(mut call: impl FnMut() -> isize) -> Result<usize, Errno> {
+    loop {
+        if let Ok(n) = usize::try_from(call()) {
+            return Ok(n);
+        }
+        let e = rustix::io::Errno::from_io_error(&std::io::Error::last_os_error())
+            .unwrap_or(rustix::io::Errno::IO);
+        if e != rustix::io::Errno::INTR {
+            return Err(errno(e));
         }
     }
 }

@@ -1,31 +1,13 @@
-//! Mapping and unmapping windows, and host mappings the signal handler
-//! guards ([`GuardedMapping`]).
+//! Mapping and unmapping windows.
 
 use std::ffi::c_void;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::ptr::NonNull;
 
 use shmgate_core::Errno;
 
-use super::super::RawMapping;
+use super::guarded::{check_mappable, last_errno, live_state};
 use super::memory::{MemoryWindows, Window};
-use super::record::State;
-use super::registry::{self, GRANULE};
-
-fn last_errno() -> Errno {
-    let e = std::io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::ENOMEM);
-    Errno::from_raw(u16::try_from(e).unwrap_or(Errno::NOMEM.raw()))
-}
-
-fn live_state(writable: bool) -> State {
-    if writable {
-        State::ReadWrite
-    } else {
-        State::ReadOnly
-    }
-}
+use super::registry;
 
 /// Maps `len` bytes of `fd` at `offset` over guest bytes `addr..addr+len`
 /// of `memory`, shared, readable and maybe writable, and registers it.
@@ -56,6 +38,11 @@ pub(crate) fn map_window(
         libc::PROT_READ
     };
     let offset = libc::off_t::try_from(offset).map_err(|_| Errno::OVERFLOW)?;
+    check_mappable(fd, offset, len, writable)?;
+    // Registered before it is mapped, so a peer's shrink right after the
+    // mmap finds a registration (until then the range is the private pages
+    // the host just grew, which never fault).
+    let token = registry::register(start, len, live_state(writable))?;
     let flags = libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_POPULATE;
     // SAFETY: by the caller's guarantee the range is accessible memory of a
     // reservation we own and holds no window; the guest's data there was
@@ -72,19 +59,20 @@ pub(crate) fn map_window(
     };
     if p == libc::MAP_FAILED {
         let e = last_errno();
-        let _ = replace_private(start, len);
-        return Err(e);
+        // Private zeroed pages again; if even that fails the range stays
+        // registered (revoked) and the window is kept in the books.
+        return match registry::retire(token, |snap| {
+            replace_private(snap.start, snap.end - snap.start)
+        }) {
+            Ok(()) => Err(e),
+            Err((token, _)) => {
+                memory.windows().push(Window { addr, len, token });
+                Err(e)
+            }
+        };
     }
-    match registry::register(start, len, live_state(writable)) {
-        Ok(token) => {
-            memory.windows().push(Window { addr, len, token });
-            Ok(())
-        }
-        Err(e) => {
-            let _ = replace_private(start, len);
-            Err(e)
-        }
-    }
+    memory.windows().push(Window { addr, len, token });
+    Ok(())
 }
 
 /// Puts private zeroed pages back over the window at `addr..addr+len` of
@@ -141,107 +129,4 @@ fn replace_private(start: usize, len: usize) -> Result<(), Errno> {
         return Err(last_errno());
     }
     Ok(())
-}
-
-/// `mmap`s `len` bytes of `fd` at `offset`, shared, at an address on a
-/// registry granule (64 KiB): reserves `len + 64 KiB` of `PROT_NONE`,
-/// maps the segment at the first granule boundary inside, and gives the
-/// slack back.
-#[allow(unsafe_code)]
-fn mmap_aligned(
-    fd: BorrowedFd<'_>,
-    offset: u64,
-    len: usize,
-    writable: bool,
-) -> Result<RawMapping, Errno> {
-    let total = len.checked_add(GRANULE).ok_or(Errno::NOMEM)?;
-    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
-    // SAFETY: fresh address space the kernel picks; replaces nothing.
-    let p = unsafe { libc::mmap(std::ptr::null_mut(), total, libc::PROT_NONE, flags, -1, 0) };
-    if p == libc::MAP_FAILED {
-        return Err(last_errno());
-    }
-    let raw = p as usize;
-    let start = raw.next_multiple_of(GRANULE);
-    let end = start + len;
-    let unmap = |from: usize, to: usize| {
-        if to > from {
-            // SAFETY: a part of the reservation just made, which nothing
-            // else uses.
-            unsafe { libc::munmap(from as *mut c_void, to - from) };
-        }
-    };
-    let prot = if writable {
-        libc::PROT_READ | libc::PROT_WRITE
-    } else {
-        libc::PROT_READ
-    };
-    let offset = match libc::off_t::try_from(offset) {
-        Ok(o) => o,
-        Err(_) => {
-            unmap(raw, raw + total);
-            return Err(Errno::OVERFLOW);
-        }
-    };
-    // SAFETY: `start..end` lies inside our fresh reservation.
-    let q = unsafe {
-        libc::mmap(
-            start as *mut c_void,
-            len,
-            prot,
-            libc::MAP_SHARED | libc::MAP_FIXED,
-            fd.as_raw_fd(),
-            offset,
-        )
-    };
-    if q == libc::MAP_FAILED {
-        let e = last_errno();
-        unmap(raw, raw + total);
-        return Err(e);
-    }
-    unmap(raw, start);
-    unmap(end, raw + total);
-    let ptr = NonNull::new(start as *mut u8).ok_or(Errno::NOMEM)?;
-    Ok(RawMapping { ptr, len, writable })
-}
-
-/// A host mapping of segment pages that host code itself touches (the
-/// `atomic32` fallback for guests without wasm atomics), registered like a
-/// window: if the segment shrinks under it, the signal handler keeps the
-/// access from killing the process (it lands in private pages instead).
-#[derive(Debug)]
-pub(crate) struct GuardedMapping {
-    raw: RawMapping,
-    token: Option<registry::Token>,
-}
-
-impl GuardedMapping {
-    /// `mmap`s `len` bytes of `fd` at `offset`, shared, and registers them.
-    pub(crate) fn new(
-        fd: BorrowedFd<'_>,
-        offset: u64,
-        len: usize,
-        writable: bool,
-    ) -> Result<GuardedMapping, Errno> {
-        let raw = mmap_aligned(fd, offset, len, writable)?;
-        let token = registry::register(raw.as_ptr() as usize, len, live_state(writable))?;
-        Ok(GuardedMapping {
-            raw,
-            token: Some(token),
-        })
-    }
-
-    /// The mapping, for its atomics.
-    pub(crate) fn raw(&self) -> &RawMapping {
-        &self.raw
-    }
-}
-
-impl Drop for GuardedMapping {
-    fn drop(&mut self) {
-        // Forget it before `raw` unmaps it; nothing replaces the pages.
-        if let Some(token) = self.token.take() {
-            let _ = registry::retire(token, |_| Ok::<(), ()>(()));
-        }
-    }
 }

@@ -10,8 +10,9 @@
 //!   handler looks faults up in.
 //! - [`signals`]: the `SIGBUS`/`SIGSEGV` handler and its chaining.
 //! - [`memory`]: [`ShmMemoryCreator`], the linear memories windows live in.
-//! - [`map`]: mapping and unmapping windows without ever leaving a hole,
-//!   and [`GuardedMapping`] for host mappings.
+//! - [`map`]: mapping and unmapping windows without ever leaving a hole.
+//! - [`guarded`]: host mappings the handler guards the same way (native
+//!   [`Mapping`](crate::Mapping)s, the pages `wait32` uses).
 //! - [`guest`]: host access to guest memory through raw pointers only.
 //! - [`wait`]: waiting on a shared word and an interrupt word at once.
 //!
@@ -24,8 +25,7 @@
 //! raw pointers: no Rust reference is ever formed over bytes another
 //! process can change.
 
-#![cfg_attr(shmgate_loom, allow(dead_code))]
-
+pub(crate) mod guarded;
 #[cfg(feature = "wasmtime")]
 pub(crate) mod guest;
 #[cfg(feature = "wasmtime")]
@@ -33,9 +33,7 @@ pub(crate) mod map;
 #[cfg(feature = "wasmtime")]
 pub(crate) mod memory;
 pub(crate) mod record;
-#[cfg(feature = "wasmtime")]
 pub(crate) mod registry;
-#[cfg(feature = "wasmtime")]
 pub(crate) mod signals;
 mod sync;
 #[cfg(feature = "wasmtime")]

@@ -1,6 +1,7 @@
 //! One registration record and the protocol by which its owner and the
 //! signal handler share it. This file is model-checked with loom
-//! (`RUSTFLAGS="--cfg shmgate_loom" cargo test -p shmgate-host --lib record`).
+//! (`RUSTFLAGS="--cfg shmgate_loom" cargo test -p shmgate-loom-model --release`,
+//! which compiles this file against loom's atomics).
 //!
 //! # The word
 //!
@@ -165,39 +166,11 @@ impl Record {
         Some(generation)
     }
 
-    /// The registration as it is now, if live; never a mix of two
-    /// registrations (invariant 5).
-    pub(crate) fn read(&self) -> Option<Snapshot> {
-        for _ in 0..READ_RETRIES {
-            let w1 = self.word.load(Ordering::Acquire);
-            let s = state(w1);
-            if s == State::Busy {
-                spin_loop();
-                continue;
-            }
-            if !s.is_live() {
-                return None;
-            }
-            let start = self.start.load(Ordering::Relaxed);
-            let end = self.end.load(Ordering::Relaxed);
-            fence(Ordering::Acquire);
-            if self.word.load(Ordering::Relaxed) == w1 {
-                return Some(Snapshot {
-                    generation: generation(w1),
-                    state: s,
-                    start,
-                    end,
-                });
-            }
-        }
-        None
-    }
-
-    /// Takes the right to act on a live registration that contains `addr`
-    /// (for the signal handler): the word becomes `Busy` until
-    /// [`Pinned::finish`]. `None` if the record is not live or does not
-    /// contain `addr`.
-    pub(crate) fn pin(&self, addr: usize) -> Option<Pinned<'_>> {
+    /// The word and the range as they look now, read in the seqlock order
+    /// (word, then range, then an acquire fence): they belong together
+    /// only if the word is found unchanged afterwards (invariant 5).
+    /// `None` if the record is not live; waits out `Busy`.
+    fn optimistic(&self) -> Option<(u64, Snapshot)> {
         for _ in 0..READ_RETRIES {
             let w = self.word.load(Ordering::Acquire);
             let s = state(w);
@@ -211,26 +184,53 @@ impl Record {
             let start = self.start.load(Ordering::Relaxed);
             let end = self.end.load(Ordering::Relaxed);
             fence(Ordering::Acquire);
-            let busy = pack(generation(w), State::Busy);
+            let snapshot = Snapshot {
+                generation: generation(w),
+                state: s,
+                start,
+                end,
+            };
+            return Some((w, snapshot));
+        }
+        None
+    }
+
+    /// The registration as it is now, if live; never a mix of two
+    /// registrations (invariant 5).
+    pub(crate) fn read(&self) -> Option<Snapshot> {
+        for _ in 0..READ_RETRIES {
+            let (w, snapshot) = self.optimistic()?;
+            if self.word.load(Ordering::Relaxed) == w {
+                return Some(snapshot);
+            }
+        }
+        None
+    }
+
+    /// Takes the right to act on a live registration that contains `addr`
+    /// (for the signal handler): the word becomes `Busy` until
+    /// [`Pinned::finish`]. `None` if the record is not live or does not
+    /// contain `addr`.
+    pub(crate) fn pin(&self, addr: usize) -> Option<Pinned<'_>> {
+        for _ in 0..READ_RETRIES {
+            let (w, snapshot) = self.optimistic()?;
+            if !(snapshot.start <= addr && addr < snapshot.end) {
+                // Checked before taking the record, so a fault elsewhere
+                // never makes a healthy registration look busy.
+                return None;
+            }
+            let busy = pack(snapshot.generation, State::Busy);
             if self
                 .word
                 .compare_exchange(w, busy, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
-                let pinned = Pinned {
+                // The exchange succeeding proves the snapshot is this
+                // registration's (invariant 5), range included.
+                return Some(Pinned {
                     record: self,
-                    snapshot: Snapshot {
-                        generation: generation(w),
-                        state: s,
-                        start,
-                        end,
-                    },
-                };
-                if start <= addr && addr < end {
-                    return Some(pinned);
-                }
-                pinned.finish(s);
-                return None;
+                    snapshot,
+                });
             }
         }
         None
@@ -285,6 +285,13 @@ impl Record {
                 Err(RetireError::Replace(e))
             }
         }
+    }
+
+    /// The state of the owner's registration, if it is still this
+    /// record's.
+    pub(crate) fn state_for(&self, owner: u64) -> Option<State> {
+        let w = self.word.load(Ordering::Acquire);
+        (generation(w) == owner && state(w) != State::Free).then(|| state(w))
     }
 
     /// Whether the owner's registration is still this record's.

@@ -24,7 +24,7 @@ use std::ffi::{c_int, c_void};
 use std::sync::{Once, OnceLock};
 
 use super::record::State;
-use super::registry;
+use super::registry::{self, Found};
 
 /// The handlers that were installed before ours, to pass on what is not
 /// ours. Set before ours is installed, so the handler never runs without.
@@ -71,7 +71,9 @@ extern "C" fn handler(signal: c_int, info: *mut libc::siginfo_t, context: *mut c
     }
 }
 
-/// Acts on a fault in a registered range; `false` if it is not ours.
+/// Acts on a fault in a registered range; `false` if it is not ours (the
+/// only case that goes to the previous handler: passing on a fault that is
+/// ours would let that handler reset the disposition to the default).
 #[allow(unsafe_code)]
 fn handle(signal: c_int, info: *mut libc::siginfo_t) -> bool {
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
@@ -83,33 +85,63 @@ fn handle(signal: c_int, info: *mut libc::siginfo_t) -> bool {
     }
     // SAFETY: for a kernel SIGBUS/SIGSEGV, `si_addr` is the fault address.
     let addr = unsafe { info.si_addr() } as usize;
-    let Some(pinned) = registry::pin(addr) else {
-        return false;
+    let pinned = match registry::pin(addr) {
+        Found::NotOurs => return false,
+        // Someone is changing the registration: run the access again.
+        Found::Transient => return true,
+        Found::Pinned(pinned) => pinned,
     };
     let snap = pinned.snapshot;
     let (start, len) = (snap.start as *mut c_void, snap.end - snap.start);
-    let new_state = match (signal, snap.state) {
+    // Whether the access may run again, and the registration's new state.
+    let (handled, state) = match (signal, snap.state) {
+        // `Revoked` too: a replacement that failed may have left the
+        // shared mapping in place (see `map::unmap_window`).
         (libc::SIGBUS, State::ReadWrite | State::ReadOnly | State::Revoked) => {
             // SAFETY: `start..start+len` is a live registration, pinned so
             // that its owner cannot unmap it until we finish: it is a
-            // mapping of ours. PROT_NONE changes no data.
+            // mapping of ours. PROT_NONE changes no data and needs no
+            // memory (the file mapping stays; one VMA, nothing to split).
             let rc = unsafe { libc::mprotect(start, len, libc::PROT_NONE) };
-            (rc == 0).then_some(State::Revoked)
+            if rc == 0 {
+                (true, State::Revoked)
+            } else {
+                (false, snap.state)
+            }
         }
+        // Raised before another thread detached the range: the access runs
+        // again against the private pages there now.
+        (libc::SIGBUS | libc::SIGSEGV, State::Detached) => (true, snap.state),
         (libc::SIGSEGV, State::ReadOnly | State::Revoked) => {
+            // Host code wrote into a read-only range, or touched a revoked
+            // one: private zeroed pages take its place, in two steps so a
+            // failure never leaves a hole (as `map::replace_private`).
             let flags =
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE;
-            let prot = libc::PROT_READ | libc::PROT_WRITE;
             // SAFETY: as above, the pinned range is ours; it becomes
-            // private zeroed pages that only host code touching a window
-            // it should not will ever see.
-            let p = unsafe { libc::mmap(start, len, prot, flags, -1, 0) };
-            (p != libc::MAP_FAILED).then_some(State::Detached)
+            // inaccessible private pages (not charged against memory).
+            let p = unsafe { libc::mmap(start, len, libc::PROT_NONE, flags, -1, 0) };
+            let rw = libc::PROT_READ | libc::PROT_WRITE;
+            let charged = p != libc::MAP_FAILED && {
+                // SAFETY: the same range, now private anonymous pages of
+                // ours that only host code touching a range it should not
+                // ever sees.
+                unsafe { libc::mprotect(start, len, rw) == 0 }
+            };
+            if p == libc::MAP_FAILED {
+                (false, snap.state)
+            } else if charged {
+                (true, State::Detached)
+            } else {
+                // The pages cannot be charged (strict overcommit): they
+                // stay PROT_NONE, revoked, and the access cannot complete.
+                (false, State::Revoked)
+            }
         }
-        _ => None,
+        _ => (false, snap.state),
     };
-    pinned.finish(new_state.unwrap_or(snap.state));
-    new_state.is_some()
+    pinned.finish(state);
+    handled
 }
 
 /// Passes the signal on exactly as wasmtime does.

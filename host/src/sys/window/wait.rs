@@ -68,7 +68,12 @@ pub(crate) fn wait_either(
         Some(d) => {
             let left = d.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Ok(Woke::TimedOut);
+                // As FUTEX_WAIT does with a zero timeout: the value first.
+                return if shared.load(std::sync::atomic::Ordering::SeqCst) == expected {
+                    Ok(Woke::TimedOut)
+                } else {
+                    Err(Errno::AGAIN)
+                };
             }
             let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
             let now = Duration::new(

@@ -1,0 +1,89 @@
+//! The creator lock: an open-file-description (OFD) read lock that a
+//! process creating a segment through shmgate takes on its own descriptor.
+//!
+//! The kernel drops an OFD lock when the last reference to the open file
+//! description goes away: the last duplicate of the descriptor is closed
+//! and the last mapping made through it is unmapped, or the process dies
+//! (`SIGKILL` included). So "some description holds the lock" means "a
+//! live process still has the creator's descriptor open or mapped", with
+//! no daemon and no pid that could be reused. Anyone who can open the object
+//! for reading can test it with `F_OFD_GETLK`.
+//!
+//! The lock covers one byte at [`CREATOR_LOCK_OFFSET`], far past any real
+//! segment size, so it never meets a lock an application takes on its data
+//! (locks may lie past the end of a file).
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use shmgate_core::Errno;
+
+/// The byte the creator lock covers: `i64::MAX - 1` (`2^63 - 2`).
+pub(crate) const CREATOR_LOCK_OFFSET: i64 = i64::MAX - 1;
+
+fn last_errno() -> Errno {
+    let raw = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    Errno::from_raw(u16::try_from(raw).unwrap_or(Errno::IO.raw()))
+}
+
+/// A `struct flock` of type `l_type` on the creator byte (`l_pid` 0, as
+/// the OFD commands require).
+#[allow(unsafe_code)]
+fn creator_byte(l_type: libc::c_int) -> libc::flock {
+    // SAFETY: `flock` is a plain C struct of integers (and, on some
+    // targets, padding fields); all zeroes is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    // F_RDLCK, F_WRLCK, F_UNLCK and SEEK_SET are small constants that fit
+    // `c_short` on every Linux target.
+    #[allow(clippy::cast_possible_truncation)]
+    {
+        fl.l_type = l_type as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+    }
+    fl.l_start = CREATOR_LOCK_OFFSET;
+    fl.l_len = 1;
+    fl
+}
+
+/// `fcntl(fd, F_OFD_SETLK, {F_RDLCK, CREATOR_LOCK_OFFSET, 1})`: takes the
+/// creator lock on `fd`'s open file description. `fd` must be open for
+/// reading.
+///
+/// # Errors
+///
+/// `EAGAIN` or `EACCES` if another description holds a write lock on that
+/// byte; `EBADF` if `fd` is not open for reading; `ENOLCK`.
+#[allow(unsafe_code)]
+pub(crate) fn hold_creator_lock(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    let fl = creator_byte(libc::F_RDLCK);
+    loop {
+        // SAFETY: F_OFD_SETLK reads the `flock` that `fl` holds for the
+        // duration of the call; `fd` is kept open by the borrow.
+        let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+        if r == 0 {
+            return Ok(());
+        }
+        match last_errno() {
+            Errno::INTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// `fcntl(fd, F_OFD_GETLK, {F_WRLCK, CREATOR_LOCK_OFFSET, 1})`: whether any
+/// open file description other than `fd`'s holds the creator lock (a write
+/// lock test conflicts with every read lock of other descriptions).
+///
+/// # Errors
+///
+/// `EBADF` for an `O_PATH` descriptor.
+#[allow(unsafe_code)]
+pub(crate) fn creator_lock_held(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
+    let mut fl = creator_byte(libc::F_WRLCK);
+    // SAFETY: F_OFD_GETLK reads and overwrites the `flock` that `fl` holds,
+    // which lives across the call; `fd` is kept open by the borrow.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
+    if r != 0 {
+        return Err(last_errno());
+    }
+    Ok(i32::from(fl.l_type) != libc::F_UNLCK)
+}

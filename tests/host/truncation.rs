@@ -88,7 +88,7 @@ fn reads_and_writes_while_a_peer_shrinks_in_a_loop() {
     let name = cleanup.name();
     let seg = create(&name, LEN as u64);
     let script = format!(
-        "while :; do truncate -s 0 {p}; truncate -s {LEN} {p}; done",
+        "while :; do truncate -c -s 0 {p}; truncate -c -s {LEN} {p}; done",
         p = shm_path(&name).display()
     );
     let mut peer: Child = Command::new("sh").args(["-c", &script]).spawn().unwrap();

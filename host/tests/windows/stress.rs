@@ -29,7 +29,10 @@ struct Shrinker(Child);
 impl Shrinker {
     fn start(name: &str, len: u64) -> Shrinker {
         let path = format!("/dev/shm/{name}");
-        let script = format!("while :; do truncate -s 0 {path}; truncate -s {len} {path}; done");
+        // `-c`: a truncate still running when the loop is killed must not
+        // re-create the name after the test removed it.
+        let script =
+            format!("while :; do truncate -c -s 0 {path}; truncate -c -s {len} {path}; done");
         Shrinker(
             Command::new("sh")
                 .args(["-c", &script])

@@ -21,10 +21,13 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use shmgate_guest_artifacts::{RING_CONSUMER, RING_PING, RING_PONG, RING_PRODUCER};
+use shmgate_guest_artifacts::{RING_PING, RING_PONG};
 use shmgate_host::{OwnedSegment, Segment, ring};
 
 const SHMGATE: &str = env!("CARGO_BIN_EXE_shmgate");
+
+#[path = "common/stream.rs"]
+mod common;
 const ROLE: &str = "SHMGATE_RING_BENCH_ROLE";
 const MSG: usize = 64;
 /// Messages per throughput sample.
@@ -120,33 +123,7 @@ fn consume(name: &str) {
 /// end).
 fn guest_throughput() -> f64 {
     let ns = format!("{}.", unique("guest"));
-    let grant = [
-        "--namespace",
-        &ns,
-        "--max-size",
-        "80MiB",
-        "--max-mapped",
-        "80MiB",
-    ];
-    let consumer = Command::new(SHMGATE)
-        .arg("run")
-        .args(grant)
-        .args([RING_CONSUMER, "--", "ring", "64", "window", "120"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let total = (MESSAGES * MSG as u64).to_string();
-    let producer = Command::new(SHMGATE)
-        .arg("run")
-        .args(grant)
-        .arg("--allow-create")
-        .args([RING_PRODUCER, "--", "ring", &total, "64", "window"])
-        .output()
-        .unwrap();
-    let consumed = consumer.wait_with_output().unwrap();
-    let _ = shmgate_host::unlink(format!("{ns}ring"));
-    assert!(producer.status.success() && consumed.status.success());
-    let report = String::from_utf8_lossy(&consumed.stdout);
+    let report = common::stream(&ns, MESSAGES * MSG as u64, MSG as u64, "window");
     report
         .split("MiB/s, ")
         .nth(1)

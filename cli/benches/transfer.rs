@@ -15,15 +15,15 @@
 //! process start and module compilation are not counted. Run with
 //! `cargo bench -p shmgate-cli --bench transfer`.
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use shmgate_guest_artifacts::{RING_CONSUMER, RING_PRODUCER};
 use shmgate_host::OpenOptions;
 
-const SHMGATE: &str = env!("CARGO_BIN_EXE_shmgate");
+#[path = "common/stream.rs"]
+mod common;
+
 const MIB: u64 = 1 << 20;
 
 /// Streams `total` bytes in `msg`-byte messages from a producer process to
@@ -35,51 +35,7 @@ fn stream(total: u64, msg: u64, transport: &str) -> Duration {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     );
-    let grant = [
-        "--namespace",
-        &ns,
-        "--max-size",
-        "80MiB",
-        "--max-mapped",
-        "80MiB",
-    ];
-    let consumer = Command::new(SHMGATE)
-        .arg("run")
-        .args(grant)
-        .args([
-            RING_CONSUMER,
-            "--",
-            "ring",
-            &msg.to_string(),
-            transport,
-            "120",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("consumer");
-    let producer = Command::new(SHMGATE)
-        .arg("run")
-        .args(grant)
-        .arg("--allow-create")
-        .args([
-            RING_PRODUCER,
-            "--",
-            "ring",
-            &total.to_string(),
-            &msg.to_string(),
-            transport,
-        ])
-        .output()
-        .expect("producer");
-    let consumed = consumer.wait_with_output().expect("consumer");
-    let _ = shmgate_host::unlink(format!("{ns}ring"));
-    assert!(
-        producer.status.success(),
-        "producer: {}",
-        String::from_utf8_lossy(&producer.stderr)
-    );
-    assert!(consumed.status.success(), "consumer failed");
-    let report = String::from_utf8_lossy(&consumed.stdout);
+    let report = common::stream(&ns, total, msg, transport);
     let secs: f64 = report
         .split(", in ")
         .nth(1)

@@ -71,7 +71,6 @@ pub use policy::{DEFAULT_MAX_WINDOWS, HANDLES_LIMIT, ShmPolicy, ShmPolicyBuilder
 pub use share::share_memory;
 
 use crate::sys::window::guest::{GuestMemory, NAME_COPY_MAX, range_and_data};
-use crate::sys::window::memory::memory_at;
 
 /// The import module name of the ABI.
 pub const MODULE: &str = "shmgate_v1";
@@ -165,11 +164,7 @@ fn map<T: 'static>(
     };
     // Windows only in shared memories made by our creator (see
     // `configure`).
-    let windows = match &mem {
-        GuestMemory::Shared(_) => memory_at(mem.base_and_size(caller).0),
-        GuestMemory::Local(_) => None,
-    };
-    let Some(windows) = windows else {
+    let Some(windows) = mem.windows(caller) else {
         return Ok(Err(Errno::NOTSUP));
     };
     // Grow, and map over the new pages: mapping over pages the guest
@@ -284,7 +279,7 @@ pub fn add_to_linker<T: 'static>(
         "unmap",
         move |mut caller: Caller<'_, T>, addr: i32, len: i32| {
             let mem = GuestMemory::of(&mut caller)?;
-            let windows = memory_at(mem.base_and_size(&caller).0);
+            let windows = mem.windows(&caller);
             Ok(wire(
                 get(caller.data_mut())
                     .unmap(windows.as_ref(), addr, len)

@@ -50,6 +50,18 @@ impl GuestMemory {
         }
     }
 
+    /// The windows of this memory, if it can hold any: a shared memory made
+    /// by [`ShmMemoryCreator`](super::memory::ShmMemoryCreator).
+    pub(crate) fn windows<T: 'static>(
+        &self,
+        caller: &Caller<'_, T>,
+    ) -> Option<std::sync::Arc<super::memory::MemoryWindows>> {
+        match self {
+            GuestMemory::Shared(_) => super::memory::memory_at(self.base_and_size(caller).0),
+            GuestMemory::Local(_) => None,
+        }
+    }
+
     /// Grows the memory by `pages` wasm pages; returns the old size in
     /// pages.
     pub(crate) fn grow<T: 'static>(

@@ -297,8 +297,8 @@ impl Record {
     /// Whether the owner's registration is still this record's.
     #[cfg(test)]
     pub(crate) fn is_owned_by(&self, owner: u64) -> bool {
-        let w = self.word.load(Ordering::Acquire);
-        generation(w) == owner && (state(w).is_live() || state(w) == State::Busy)
+        self.state_for(owner)
+            .is_some_and(|s| s.is_live() || s == State::Busy)
     }
 }
 

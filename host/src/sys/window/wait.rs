@@ -69,11 +69,7 @@ pub(crate) fn wait_either(
             let left = d.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 // As FUTEX_WAIT does with a zero timeout: the value first.
-                return if shared.load(std::sync::atomic::Ordering::SeqCst) == expected {
-                    Ok(Woke::TimedOut)
-                } else {
-                    Err(Errno::AGAIN)
-                };
+                return unless_changed(shared, expected, Woke::TimedOut);
             }
             let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
             let now = Duration::new(
@@ -111,16 +107,21 @@ pub(crate) fn wait_either(
     match std::io::Error::last_os_error().raw_os_error() {
         Some(libc::ETIMEDOUT) => Ok(Woke::TimedOut),
         Some(libc::EINTR) => Ok(Woke::Interrupt), // a signal: the caller looks again
-        Some(libc::EAGAIN) => {
-            if shared.load(std::sync::atomic::Ordering::SeqCst) != expected {
-                Err(Errno::AGAIN)
-            } else {
-                Ok(Woke::Interrupt)
-            }
-        }
+        // One of the two words differed: `EAGAIN` if it was the shared
+        // one, else the interrupt word moved.
+        Some(libc::EAGAIN) => unless_changed(shared, expected, Woke::Interrupt),
         Some(libc::ENOSYS) => Err(Errno::NOSYS),
         Some(e) => Err(Errno::from_raw(u16::try_from(e).unwrap_or(Errno::IO.raw()))),
         None => Err(Errno::IO),
+    }
+}
+
+/// `EAGAIN` if `shared` no longer holds `expected`, else `woke`.
+fn unless_changed(shared: &AtomicU32, expected: u32, woke: Woke) -> Result<Woke, Errno> {
+    if shared.load(std::sync::atomic::Ordering::SeqCst) == expected {
+        Ok(woke)
+    } else {
+        Err(Errno::AGAIN)
     }
 }
 

@@ -2,6 +2,7 @@
 //! handle table, and what this store created.
 
 use std::collections::HashMap;
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -576,38 +577,114 @@ impl ShmCtx {
     }
 
     /// `read`: copies from the segment at `offset` into `buf` (guest
-    /// memory, by the kernel); short at the end of the segment.
-    pub(crate) fn read(
-        &self,
-        handle: i32,
-        offset: i64,
-        buf: GuestRange<'_>,
-    ) -> Result<usize, Errno> {
+    /// memory, by the kernel, for the core ABI; a host buffer that becomes
+    /// a `list<u8>` for components); short at the end of the segment.
+    pub(crate) fn read(&self, handle: i32, offset: i64, buf: impl ReadBuf) -> Result<usize, Errno> {
         let entry = self.table.get(handle)?;
-        self.check_buffer(&buf)?;
+        buf.check(self)?;
         let offset = checked_range(offset, buf.len())?;
         buf.pread(entry.seg.fd(), offset)
     }
 
-    /// `write`: copies `buf` (guest memory, by the kernel) into the segment
-    /// at `offset`; short at the end of the segment, never grows it.
+    /// `write`: copies `buf` (guest memory or a lifted `list<u8>`) into the
+    /// segment at `offset`; short at the end of the segment, never grows
+    /// it.
     pub(crate) fn write(
         &self,
         handle: i32,
         offset: i64,
-        buf: GuestRange<'_>,
+        buf: impl WriteBuf,
     ) -> Result<usize, Errno> {
         let entry = self.table.get(handle)?;
         if !entry.writable {
             return Err(Errno::BADF);
         }
-        self.check_buffer(&buf)?;
+        buf.check(self)?;
         let offset = checked_range(offset, buf.len())?;
         let room = entry.seg.write_room(offset, buf.len())?;
         if room == 0 {
             return Ok(0);
         }
         buf.prefix(room).pwrite(entry.seg.fd(), offset)
+    }
+}
+
+/// The buffer of a `read` or `write`: guest memory ([`GuestRange`], the
+/// core ABI) or host memory (the component ABI, whose `list<u8>` wasmtime
+/// lifts and lowers). [`ShmCtx::read`] and [`ShmCtx::write`] apply the same
+/// rules to both; only the copy differs.
+pub(crate) trait IoBuf: Sized {
+    /// How many bytes.
+    fn len(&self) -> usize;
+    /// Whether the store lets this buffer be used: `EFAULT` for guest
+    /// memory inside a window. Host memory is never a window.
+    fn check(&self, _ctx: &ShmCtx) -> Result<(), Errno> {
+        Ok(())
+    }
+}
+
+/// A buffer `read` copies into.
+pub(crate) trait ReadBuf: IoBuf {
+    /// `pread` into the buffer.
+    fn pread(self, fd: BorrowedFd<'_>, offset: u64) -> Result<usize, Errno>;
+}
+
+/// A buffer `write` copies from.
+pub(crate) trait WriteBuf: IoBuf {
+    /// The first `n` bytes (at most all of them).
+    fn prefix(self, n: usize) -> Self;
+    /// `pwrite` from the buffer.
+    fn pwrite(self, fd: BorrowedFd<'_>, offset: u64) -> Result<usize, Errno>;
+}
+
+impl IoBuf for GuestRange<'_> {
+    fn len(&self) -> usize {
+        GuestRange::len(self)
+    }
+    fn check(&self, ctx: &ShmCtx) -> Result<(), Errno> {
+        ctx.check_buffer(self)
+    }
+}
+
+impl ReadBuf for GuestRange<'_> {
+    fn pread(self, fd: BorrowedFd<'_>, offset: u64) -> Result<usize, Errno> {
+        GuestRange::pread(&self, fd, offset)
+    }
+}
+
+impl WriteBuf for GuestRange<'_> {
+    fn prefix(self, n: usize) -> Self {
+        GuestRange::prefix(self, n)
+    }
+    fn pwrite(self, fd: BorrowedFd<'_>, offset: u64) -> Result<usize, Errno> {
+        GuestRange::pwrite(&self, fd, offset)
+    }
+}
+
+impl IoBuf for &mut [u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+}
+
+impl ReadBuf for &mut [u8] {
+    fn pread(self, fd: BorrowedFd<'_>, offset: u64) -> Result<usize, Errno> {
+        sys::pread(fd, self, offset)
+    }
+}
+
+impl IoBuf for &[u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+}
+
+impl WriteBuf for &[u8] {
+    fn prefix(self, n: usize) -> Self {
+        &self[..n.min(self.len())]
+    }
+    fn pwrite(self, fd: BorrowedFd<'_>, offset: u64) -> Result<usize, Errno> {
+        sys::pwrite(fd, self, offset)
     }
 }
 

@@ -55,6 +55,7 @@
 //! # Ok::<(), wasmtime::Error>(())
 //! ```
 
+pub mod component;
 mod ctx;
 mod policy;
 mod share;

@@ -7,7 +7,9 @@
 //! are relative to the namespace the host granted (`jobs`, not `/jobs`).
 //!
 //! Builds for `wasm32-wasip1` and `wasm32-unknown-unknown`. On other
-//! targets the imports are stubs that fail with `ENOSYS`.
+//! targets the imports are stubs that fail with `ENOSYS`. With the
+//! `component` feature, [`component`] offers the same API to
+//! `wasm32-wasip2` components through the `shmgate:shm` WIT interface.
 //!
 //! # Examples
 //!
@@ -33,6 +35,8 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+#[cfg(feature = "component")]
+pub mod component;
 mod raw;
 pub mod ring;
 
@@ -133,6 +137,15 @@ impl OpenOptions {
         OFlags::from_options(self.read_write, self.create, self.create_new, self.truncate)
             .validate()
     }
+
+    /// The mode bits to send: `EPERM` for special bits, as the host
+    /// would answer.
+    fn mode_bits(&self) -> Result<u32, Errno> {
+        if self.mode.is_special() {
+            return Err(Errno::PERM);
+        }
+        Ok(self.mode.bits())
+    }
 }
 
 /// A shared memory segment the host granted; closed on drop.
@@ -153,10 +166,7 @@ impl Segment {
     pub fn open(name: impl AsRef<[u8]>, options: &OpenOptions) -> Result<Segment, Errno> {
         let name = check_name(name.as_ref())?;
         let flags = options.flags()?;
-        if options.mode.is_special() {
-            return Err(Errno::PERM);
-        }
-        let handle = raw::open(name, flags.bits(), options.mode.bits())?;
+        let handle = raw::open(name, flags.bits(), options.mode_bits()?)?;
         Ok(Segment { handle })
     }
 

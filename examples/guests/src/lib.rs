@@ -1,6 +1,20 @@
 //! What the example guests share: the segment layout of the producer and
 //! consumer, and a deterministic data stream with its checksum, so that a
 //! receiver can verify every byte without a copy of the data.
+//!
+//! [`api`] is the guest SDK the producer and consumer use: the core module
+//! API (`shmgate_v1`), or with the `component` feature the component API
+//! (`shmgate:shm`), which has the same shape; the same source builds both.
+
+/// The segment API of this build: `shmgate_guest` for core modules,
+/// `shmgate_guest::component` for components.
+pub mod api {
+    #[cfg(feature = "component")]
+    pub use shmgate_guest::component::{Segment, unlink};
+    pub use shmgate_guest::{Errno, OpenOptions};
+    #[cfg(not(feature = "component"))]
+    pub use shmgate_guest::{Segment, unlink};
+}
 
 /// Segment layout: a 64-byte header, then the payload.
 pub mod layout {

@@ -2,12 +2,15 @@
 //! published by the producer, reads the payload, and checks it against both
 //! the published checksum and the deterministic stream.
 //!
+//! The same source builds a core module (`shmgate_v1`) and, with the
+//! `component` feature, a component (`shmgate:shm`).
+//!
 //! Usage (a read-only grant is enough): `consumer NAME TIMEOUT_SECS`
 
 use std::time::{Duration, Instant};
 
 use shmgate_example_guests::{FNV_START, fill, fnv1a, layout};
-use shmgate_guest::{Errno, OpenOptions, Segment};
+use shmgate_example_guests::api::{Errno, OpenOptions, Segment};
 
 fn read_u64(seg: &Segment, offset: u64) -> Result<u64, Errno> {
     let mut b = [0; 8];

@@ -1,10 +1,13 @@
 //! Producer guest: creates segment NAME with a SIZE payload from the
 //! deterministic stream, then publishes length, checksum and READY.
 //!
+//! The same source builds a core module (`shmgate_v1`) and, with the
+//! `component` feature, a component (`shmgate:shm`).
+//!
 //! Usage (under a grant with create rights): `producer NAME SIZE`
 
 use shmgate_example_guests::{FNV_START, fill, fnv1a, layout, parse_size};
-use shmgate_guest::{Errno, Segment};
+use shmgate_example_guests::api::{Errno, Segment};
 
 fn run(name: &str, size: u64) -> Result<u64, Errno> {
     let seg = Segment::create(name, layout::PAYLOAD + size)?;

@@ -9,7 +9,9 @@
 //! ```
 //!
 //! Exit codes follow `sysexits.h`: 64 for bad usage, 65 for a guest that is
-//! not valid wasm, 66 for a guest file that cannot be read, 70 for an
+//! not valid wasm (or cannot be instantiated), 66 for a guest file that
+//! cannot be read, 69 for a guest that imports what shmgate does not
+//! provide (a module, function or interface, or one of another type), 70 for an
 //! internal error, 71 for a process that cannot be started, 73 for a name
 //! that is already taken, 74 for output that cannot be written; a guest's
 //! own exit code is passed through, and a guest trap exits with 134 as
@@ -63,6 +65,8 @@ mod exit {
     pub(crate) const USAGE: u8 = 64;
     pub(crate) const DATAERR: u8 = 65;
     pub(crate) const NOINPUT: u8 = 66;
+    /// The guest imports what shmgate does not provide (`EX_UNAVAILABLE`).
+    pub(crate) const UNAVAILABLE: u8 = 69;
     pub(crate) const SOFTWARE: u8 = 70;
     pub(crate) const OSERR: u8 = 71;
     pub(crate) const CANTCREAT: u8 = 73;

@@ -1,25 +1,37 @@
-//! `shmgate run`: a `wasm32-wasip1` guest with WASI and a `shmgate_v1` grant.
+//! `shmgate run`: a guest with WASI and a shared memory grant. A core
+//! module (`wasm32-wasip1`) gets WASI preview 1 and `shmgate_v1`; a
+//! component (`wasm32-wasip2`) gets WASI 0.2 and `shmgate:shm`. Both get
+//! the same grant, enforced by the same `ShmCtx`.
 
 use std::path::PathBuf;
 
 use clap::Args;
 use shmgate_core::Mode;
-use shmgate_host::wasm::{ShmCtx, ShmPolicy, add_to_linker, configure};
+use shmgate_host::wasm::{ShmCtx, ShmPolicy, add_to_linker, component, configure};
+use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Config, Engine, Linker, Module, Store};
-use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::bindings::sync::Command as WasiCommand;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::units::{parse_mode, parse_size};
 use crate::{Failure, exit};
 
-/// Run a wasm32-wasip1 guest with a grant to shared memory.
+/// Run a wasm guest (a wasm32-wasip1 module or a wasm32-wasip2 component)
+/// with a grant to shared memory.
 ///
-/// The guest gets WASI (stdio, args, env) and the shmgate_v1 imports.
-/// Without --namespace it gets no segments. Its exit code is shmgate's; a
-/// trap exits with 134.
+/// A core module gets WASI preview 1 (stdio, args, env) and the shmgate_v1
+/// imports; a component gets WASI 0.2 and the shmgate:shm/segments@0.1.0
+/// interface, under the same grant (components have no windows:
+/// --max-mapped does not apply). Without --namespace it gets no segments.
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Example: shmgate run --namespace demo. --allow-create --max-size 64MiB producer.wasm -- frames 16MiB"
+    after_help = "Exit codes: the guest's own exit code (a component whose run returns an error: 1); \
+64 bad usage; 65 not a valid module or component, or it cannot be instantiated; \
+66 the guest file cannot be read; 69 the guest imports something shmgate does not provide \
+(an unknown module, function or interface, or one with another type); 70 internal error; \
+134 the guest trapped.\n\n\
+Example: shmgate run --namespace demo. --allow-create --max-size 64MiB producer.wasm -- frames 16MiB"
 )]
 pub(crate) struct RunArgs {
     /// Grant the segments named PREFIX*: the guest's `foo` is /dev/shm/PREFIXfoo.
@@ -61,7 +73,7 @@ pub(crate) struct RunArgs {
     /// Set an environment variable for the guest (repeatable).
     #[arg(long = "env", value_name = "NAME=VALUE")]
     envs: Vec<String>,
-    /// The guest module.
+    /// The guest: a core module or a component (binary).
     guest: PathBuf,
     /// Arguments for the guest (after --).
     #[arg(last = true)]
@@ -90,10 +102,27 @@ impl RunArgs {
     }
 }
 
-/// What the store holds: WASI and shmgate state.
+/// What a core module's store holds: WASI preview 1 and shmgate state.
 struct Host {
     wasi: WasiP1Ctx,
     shm: ShmCtx,
+}
+
+/// What a component's store holds: WASI 0.2, its resources, and shmgate
+/// state (the same `ShmCtx` as for modules).
+struct ComponentHost {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    shm: ShmCtx,
+}
+
+impl WasiView for ComponentHost {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
 }
 
 /// Runs the guest; returns its exit code.
@@ -120,32 +149,9 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
     // before the engine's); see shmgate_host::wasm::configure.
     let mut config = Config::new();
     configure(&mut config);
+    config.wasm_component_model(true);
     let engine =
         Engine::new(&config).map_err(|e| Failure::new(exit::SOFTWARE, format!("{e:#}")))?;
-    // Windows live only in shared memories, so every host function (WASI
-    // too) copies through raw pointers instead of borrowing bytes another
-    // process can change: with windows granted, the guest's own memory is
-    // made shared. Text (`.wat`) and components are left to `Module::new`.
-    let bytes = if args.max_mapped > 0 {
-        shmgate_host::wasm::share_memory(&bytes)
-            .map(|shared| shared.into_owned())
-            .unwrap_or(bytes)
-    } else {
-        bytes
-    };
-    let module = Module::new(&engine, &bytes).map_err(|e| {
-        Failure::new(
-            exit::DATAERR,
-            format!("{}: not a valid guest: {e:#}", args.guest.display()),
-        )
-    })?;
-
-    let mut linker: Linker<Host> = Linker::new(&engine);
-    let internal = |e: wasmtime::Error| Failure::new(exit::SOFTWARE, format!("{e:#}"));
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h: &mut Host| &mut h.wasi)
-        .map_err(internal)?;
-    add_to_linker(&mut linker, |h: &mut Host| &mut h.shm).map_err(internal)?;
-
     let mut wasi = WasiCtxBuilder::new();
     wasi.inherit_stdio();
     let program = args.guest.file_name().map_or_else(
@@ -160,22 +166,32 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
         })?;
         wasi.env(k, v);
     }
-    let host = Host {
-        wasi: wasi.build_p1(),
-        shm: ShmCtx::new(policy),
+    let shm = ShmCtx::new(policy);
+    let code = if wasmparser::Parser::is_component(&bytes) {
+        run_component(&args, &engine, &bytes, wasi, shm)?
+    } else {
+        run_module(&args, &engine, bytes, wasi, shm)?
     };
-    let mut store = Store::new(&engine, host);
-    let instance = linker.instantiate(&mut store, &module).map_err(|e| {
-        Failure::new(
-            exit::DATAERR,
-            format!("{}: cannot instantiate: {e:#}", args.guest.display()),
-        )
-    })?;
-    let start = instance
-        .get_typed_func::<(), ()>(&mut store, "_start")
-        .map_err(|e| Failure::new(exit::DATAERR, format!("{}: {e:#}", args.guest.display())))?;
-    tracing::debug!(guest = %args.guest.display(), "starting the guest");
-    let code = match start.call(&mut store, ()) {
+    tracing::info!(guest = %args.guest.display(), code, "guest exited");
+    Ok(code)
+}
+
+/// What a guest that could not be linked gets: the imports it needs that
+/// shmgate does not provide are named in `e`.
+fn unlinkable(args: &RunArgs, e: &wasmtime::Error) -> Failure {
+    Failure::new(
+        exit::UNAVAILABLE,
+        format!(
+            "{}: imports what shmgate does not provide: {e:#}",
+            args.guest.display()
+        ),
+    )
+}
+
+/// The exit code for how the guest's entry point ended: its own code
+/// (`proc_exit`, `wasi:cli/exit`), or a trap.
+fn exit_code(result: wasmtime::Result<()>) -> u8 {
+    match result {
         Ok(()) => 0,
         Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
             // Exit codes are 8 bits on Unix; keep the low byte as the shell would.
@@ -185,7 +201,115 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
                 exit::TRAP
             }
         },
+    }
+}
+
+/// A core module: WASI preview 1 and `shmgate_v1`.
+fn run_module(
+    args: &RunArgs,
+    engine: &Engine,
+    bytes: Vec<u8>,
+    mut wasi: WasiCtxBuilder,
+    shm: ShmCtx,
+) -> Result<u8, Failure> {
+    // Windows live only in shared memories, so every host function (WASI
+    // too) copies through raw pointers instead of borrowing bytes another
+    // process can change: with windows granted, the guest's own memory is
+    // made shared. Text (`.wat`) is left to `Module::new`.
+    let bytes = if args.max_mapped > 0 {
+        shmgate_host::wasm::share_memory(&bytes)
+            .map(|shared| shared.into_owned())
+            .unwrap_or(bytes)
+    } else {
+        bytes
     };
-    tracing::info!(guest = %args.guest.display(), code, "guest exited");
-    Ok(code)
+    let module = Module::new(engine, &bytes).map_err(|e| {
+        Failure::new(
+            exit::DATAERR,
+            format!("{}: not a valid guest: {e:#}", args.guest.display()),
+        )
+    })?;
+
+    let mut linker: Linker<Host> = Linker::new(engine);
+    let internal = |e: wasmtime::Error| Failure::new(exit::SOFTWARE, format!("{e:#}"));
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h: &mut Host| &mut h.wasi)
+        .map_err(internal)?;
+    add_to_linker(&mut linker, |h: &mut Host| &mut h.shm).map_err(internal)?;
+    let pre = linker
+        .instantiate_pre(&module)
+        .map_err(|e| unlinkable(args, &e))?;
+
+    let host = Host {
+        wasi: wasi.build_p1(),
+        shm,
+    };
+    let mut store = Store::new(engine, host);
+    let instance = pre.instantiate(&mut store).map_err(|e| {
+        Failure::new(
+            exit::DATAERR,
+            format!("{}: cannot instantiate: {e:#}", args.guest.display()),
+        )
+    })?;
+    let start = instance
+        .get_typed_func::<(), ()>(&mut store, "_start")
+        .map_err(|e| Failure::new(exit::DATAERR, format!("{}: {e:#}", args.guest.display())))?;
+    tracing::debug!(guest = %args.guest.display(), "starting the module");
+    Ok(exit_code(start.call(&mut store, ())))
+}
+
+/// A component: WASI 0.2 and `shmgate:shm`; it must export
+/// `wasi:cli/run` (what `wasm32-wasip2` binaries do).
+fn run_component(
+    args: &RunArgs,
+    engine: &Engine,
+    bytes: &[u8],
+    mut wasi: WasiCtxBuilder,
+    shm: ShmCtx,
+) -> Result<u8, Failure> {
+    let guest = Component::new(engine, bytes).map_err(|e| {
+        Failure::new(
+            exit::DATAERR,
+            format!("{}: not a valid component: {e:#}", args.guest.display()),
+        )
+    })?;
+    if args.max_mapped > 0 {
+        tracing::info!("--max-mapped: components have no windows (docs/WIT.md)");
+    }
+    let mut linker = wasmtime::component::Linker::<ComponentHost>::new(engine);
+    let internal = |e: wasmtime::Error| Failure::new(exit::SOFTWARE, format!("{e:#}"));
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(internal)?;
+    component::add_to_linker(&mut linker, |h: &mut ComponentHost| &mut h.shm).map_err(internal)?;
+    let pre = linker
+        .instantiate_pre(&guest)
+        .map_err(|e| unlinkable(args, &e))?;
+
+    let host = ComponentHost {
+        wasi: wasi.build(),
+        table: ResourceTable::new(),
+        shm,
+    };
+    let mut store = Store::new(engine, host);
+    let instance = pre.instantiate(&mut store).map_err(|e| {
+        Failure::new(
+            exit::DATAERR,
+            format!("{}: cannot instantiate: {e:#}", args.guest.display()),
+        )
+    })?;
+    let command = WasiCommand::new(&mut store, &instance).map_err(|e| {
+        Failure::new(
+            exit::DATAERR,
+            format!(
+                "{}: not a command (no wasi:cli/run export): {e:#}",
+                args.guest.display()
+            ),
+        )
+    })?;
+    tracing::debug!(guest = %args.guest.display(), "running the component");
+    let ran = command.wasi_cli_run().call_run(&mut store);
+    Ok(match ran {
+        // `run` returned `err`: a failure without a code of its own.
+        Ok(Err(())) => 1,
+        Ok(Ok(())) => 0,
+        Err(e) => exit_code(Err(e)),
+    })
 }

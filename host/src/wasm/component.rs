@@ -41,8 +41,11 @@ use wasmtime::component::{HasSelf, Linker, Resource};
 
 use super::ShmCtx;
 
+/// What `wasmtime::component::bindgen!` generates for `wit/shm.wit`:
+/// embedders whose own worlds import `shmgate:shm/segments` map it here
+/// with bindgen's `with` option.
 #[allow(missing_docs, unreachable_pub, clippy::all)]
-mod bindings {
+pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "shmgate:shm/imports",

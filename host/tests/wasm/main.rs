@@ -1,8 +1,12 @@
-//! Hostile-guest tests of the `shmgate_v1` host functions: a WAT guest
-//! calls every import with whatever arguments a test picks, and each test
-//! asserts the exact errno and that the host is unharmed (the same store
-//! still works, segments outside the namespace are untouched).
+//! Hostile-guest tests of the `shmgate_v1` host functions and the
+//! `shmgate:shm` component interface: a WAT guest (core module) or the
+//! driver component calls every import with whatever arguments a test
+//! picks, and each test asserts the exact errno and that the host is
+//! unharmed (the same store still works, segments outside the namespace
+//! are untouched).
 //!
+//! - [`cases`]: the hostile cases as one table of (grant, operation,
+//!   errno), run through both ABIs ([`abi`]); forged component handles.
 //! - [`names`]: `/`, `.`, `..`, NUL, control bytes, 300 bytes, names
 //!   outside the namespace, no namespace at all.
 //! - [`pointers`]: out-of-bounds and wrapping pointers, `-1` and
@@ -22,6 +26,8 @@
 //! them on drop, pass or fail.
 #![deny(unsafe_code)]
 
+mod abi;
+mod cases;
 mod common;
 mod handles;
 mod io;

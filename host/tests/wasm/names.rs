@@ -1,105 +1,22 @@
 //! Hostile names: every name a guest passes is resolved inside its
 //! namespace or refused with the exact errno, and nothing outside the
-//! namespace is opened, created or removed.
+//! namespace is opened, created or removed. The refusals themselves
+//! (slashes, dots, NUL, control bytes, traversals, long names, no
+//! namespace) are rows of the `cases` table, run through both ABIs; what
+//! is here needs more than one call or objects planted in `/dev/shm`.
 
 use shmgate_core::{Errno, NAME_MAX};
 use shmgate_host::wasm::ShmPolicy;
 
 use crate::common::*;
 
-/// Names with a `/` anywhere, absolute paths and traversals.
-const SLASHED: &[&[u8]] = &[
-    b"/",
-    b"//",
-    b"/x",
-    b"//x",
-    b"a/b",
-    b"x/",
-    b"../x",
-    b"./x",
-    b"/dev/shm/x",
-    b"../../etc/passwd",
-    b"a/../b",
-];
-
-/// `.`, `..` and names with NUL or control bytes, and the empty name.
-const INVALID: &[&[u8]] = &[
-    b"",
-    b".",
-    b"..",
-    b"\0",
-    b"x\0",
-    b"\0x",
-    b"a\0b",
-    b"..\0",
-    b"\n",
-    b"a\tb",
-    b"x\x1b[31m",
-    b"\x7f",
-    b"x\x01",
-];
-
 #[test]
-fn slashes_dots_nul_and_control_bytes_are_einval() {
-    let scope = Scope::new();
-    // The sentinel's name is what `../` tricks would aim at.
-    let outside = Sentinel::new(&scope, "target");
-    let mut guest = Guest::new(scope.full("a").build().unwrap());
-    let before = scope.entries();
-
-    let traversal = format!("../{}", outside.name());
-    let absolute = format!("/{}", outside.name());
-    let dev_shm = format!("/dev/shm/{}", outside.name());
-    let aimed: [&[u8]; 3] = [
-        traversal.as_bytes(),
-        absolute.as_bytes(),
-        dev_shm.as_bytes(),
-    ];
-    for &name in SLASHED.iter().chain(INVALID).chain(&aimed) {
-        for flags in [
-            RDONLY,
-            RDWR,
-            RDWR | CREATE,
-            RDWR | CREATE | EXCL,
-            RDWR | TRUNC,
-        ] {
-            let ret = guest.open(name, flags);
-            assert_errno(ret, Errno::INVAL, &format!("open {name:?} flags {flags}"));
-        }
-        assert_errno(
-            guest.unlink(name),
-            Errno::INVAL,
-            &format!("unlink {name:?}"),
-        );
-    }
-
-    assert_eq!(scope.entries(), before, "nothing created or removed");
-    assert_eq!(guest.ctx().open_handles(), 0);
-    assert_eq!(guest.ctx().created().count(), 0);
-    assert_unharmed(&mut guest, &scope, "a", &[&outside]);
-}
-
-#[test]
-fn long_names_are_enametoolong() {
+fn the_longest_name_that_fits_works() {
     let scope = Scope::new();
     let mut guest = Guest::new(scope.full("a").build().unwrap());
     let room = NAME_MAX - scope.ns("a").len();
-
-    for len in [room + 1, NAME_MAX, NAME_MAX + 1, 300, 4096] {
-        let name = vec![b'n'; len];
-        for flags in [RDONLY, RDWR | CREATE] {
-            let ret = guest.open(&name, flags);
-            assert_errno(ret, Errno::NAMETOOLONG, &format!("open of {len} bytes"));
-        }
-        assert_errno(
-            guest.unlink(&name),
-            Errno::NAMETOOLONG,
-            &format!("unlink of {len} bytes"),
-        );
-    }
-    assert!(scope.entries().is_empty(), "nothing created");
-
-    // The longest name that fits with the prefix works: 255 bytes in all.
+    // One byte more is ENAMETOOLONG (the `cases` table); the longest name
+    // that fits with the prefix works: 255 bytes in all.
     let longest = vec![b'n'; room];
     assert_errno(
         guest.open(&longest, RDONLY),
@@ -167,20 +84,9 @@ fn no_namespace_is_eacces() {
         .unwrap();
     let mut guest = Guest::new(policy);
     let name = outside.name().as_bytes();
-    for flags in [
-        RDONLY,
-        RDWR,
-        RDWR | CREATE,
-        RDWR | CREATE | EXCL,
-        RDWR | TRUNC,
-    ] {
-        assert_errno(
-            guest.open(name, flags),
-            Errno::ACCES,
-            &format!("flags {flags}"),
-        );
-        assert_errno(guest.open(b"fresh", flags), Errno::ACCES, "fresh name");
-    }
+    // Every flag and `unlink` of names inside: the `cases` table. A name
+    // that exists outside is no different.
+    assert_errno(guest.open(name, RDWR), Errno::ACCES, "open outside name");
     assert_errno(guest.unlink(name), Errno::ACCES, "unlink");
     assert_eq!(guest.ctx().open_handles(), 0);
     outside.assert_intact();

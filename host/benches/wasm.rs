@@ -1,11 +1,15 @@
-//! Guest calls through `shmgate_v1` against the native path, in one run.
+//! Guest calls through `shmgate_v1` (a core module) and through
+//! `shmgate:shm` (a component) against the native path, in one run.
 //!
 //! - `open_close`: a guest loop of `open(existing) + close` against the
 //!   native `shmgate_host::open` + drop, with the guest's memory local
-//!   (`guest`) and shared (`guest_shared`, what windows need);
+//!   (`guest`) and shared (`guest_shared`, what windows need), and the
+//!   driver component's loop of `segment.open` + drop (`component`);
 //! - `write_1MiB` / `read_1MiB`: a guest `write`/`read` of 1 MiB against the
 //!   native `write_at`/`read_at` and against a plain `memcpy` into/out of a
-//!   mapping of the same segment.
+//!   mapping of the same segment; `component` is the driver component's
+//!   `segment.write`/`segment.read` of a 1 MiB `list<u8>` (one more copy
+//!   each way than `guest`: the canonical ABI lifts and lowers the list).
 //!
 //! Run with `cargo bench -p shmgate-host --features wasmtime --bench wasm`.
 
@@ -15,7 +19,35 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use shmgate_host::wasm::{ShmCtx, ShmPolicy, add_to_linker, configure, share_memory};
 use shmgate_host::{Mode, OFlags, OpenOptions};
+use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Config, Engine, Linker, Module, Store, TypedFunc};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+mod driver {
+    wasmtime::component::bindgen!({
+        path: "../examples/guests/driver-wit",
+        world: "shmgate:driver/component-driver",
+        with: {
+            "shmgate:shm/segments": shmgate_host::wasm::component::bindings::shmgate::shm::segments,
+        },
+    });
+}
+
+/// The driver component's store: WASI 0.2 and the same `ShmCtx`.
+struct CompHost {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    shm: ShmCtx,
+}
+
+impl WasiView for CompHost {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
 
 const MIB: usize = 1 << 20;
 
@@ -95,6 +127,29 @@ fn bench(c: &mut Criterion) {
     let read: TypedFunc<(i32, i32), i64> = instance.get_typed_func(&mut store, "read").unwrap();
     let handle = i32::try_from(open_rw.call(&mut store, (0, 3)).unwrap()).expect("a handle");
 
+    // The driver component (examples/guests, wasm32-wasip2).
+    let component = Component::from_file(&engine, shmgate_guest_artifacts::COMPONENT_DRIVER)
+        .expect("the driver component");
+    let mut clinker = wasmtime::component::Linker::<CompHost>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut clinker).unwrap();
+    shmgate_host::wasm::component::add_to_linker(&mut clinker, |h: &mut CompHost| &mut h.shm)
+        .unwrap();
+    let mut cstore = Store::new(
+        &engine,
+        CompHost {
+            wasi: WasiCtxBuilder::new().build(),
+            table: ResourceTable::new(),
+            shm: ShmCtx::new(policy.clone()),
+        },
+    );
+    let comp = driver::ComponentDriver::instantiate(&mut cstore, &component, &clinker).unwrap();
+    let api = comp.shmgate_driver_driver();
+    let rw = shmgate_host::wasm::component::OpenFlags::READ_WRITE;
+    let slot = api
+        .call_open(&mut cstore, "seg", rw, 0)
+        .unwrap()
+        .expect("the component opens the segment");
+
     let mut g = c.benchmark_group("wasm_open_close");
     g.bench_function("native", |b| {
         b.iter(|| {
@@ -115,6 +170,15 @@ fn bench(c: &mut Criterion) {
             let n = i32::try_from(iters).expect("criterion asks for fewer than 2^31");
             let r = shared_open_close.call(&mut shared_store, (0, 3, n));
             assert_eq!(r.unwrap(), 0);
+            start.elapsed()
+        })
+    });
+    g.bench_function("component", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            let n = u32::try_from(iters).expect("criterion asks for fewer than 2^32");
+            let r = api.call_open_close_loop(&mut cstore, "seg", n).unwrap();
+            r.expect("open+close in the component");
             start.elapsed()
         })
     });
@@ -151,6 +215,19 @@ fn bench(c: &mut Criterion) {
                     wasm_fn.call(&mut store, (handle, len)).unwrap(),
                     i64::from(len)
                 )
+            })
+        });
+        g.bench_function("component", |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                let n = u32::try_from(iters).expect("criterion asks for fewer than 2^32");
+                let r = if dir == "write" {
+                    api.call_write_loop(&mut cstore, slot, MIB as u64, n)
+                } else {
+                    api.call_read_loop(&mut cstore, slot, MIB as u64, n)
+                };
+                r.unwrap().expect("the component's loop");
+                start.elapsed()
             })
         });
         g.finish();

@@ -33,9 +33,10 @@ fn with<R>(slot: u32, f: impl FnOnce(&Segment) -> R) -> R {
     })
 }
 
-/// The guest's buffer for the write loop.
-fn payload(len: u64) -> Vec<u8> {
-    (0..len).map(|i| i.to_le_bytes()[0]).collect()
+thread_local! {
+    /// The guest's buffer for the write loop, made once per length so the
+    /// loop times only the writes.
+    static PAYLOAD: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 struct Driver;
@@ -100,12 +101,17 @@ impl Guest for Driver {
     }
 
     fn write_loop(slot: u32, len: u64, n: u32) -> Result<(), ErrorCode> {
-        let data = payload(len);
-        with(slot, |seg| {
-            for _ in 0..n {
-                seg.write(0, &data)?;
+        let len = usize::try_from(len).map_err(|_| ErrorCode::Einval)?;
+        PAYLOAD.with_borrow_mut(|data| {
+            if data.len() != len {
+                *data = (0..len).map(|i| i.to_le_bytes()[0]).collect();
             }
-            Ok(())
+            with(slot, |seg| {
+                for _ in 0..n {
+                    seg.write(0, data)?;
+                }
+                Ok(())
+            })
         })
     }
 

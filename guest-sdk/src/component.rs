@@ -181,8 +181,8 @@ impl Segment {
     }
 
     /// Copies bytes at `offset` into `buf`; returns how many (short, or 0,
-    /// at the end of the segment). A copy more than [`read_vec`]
-    /// (Segment::read_vec).
+    /// at the end of the segment). A copy more than
+    /// [`read_vec`](Segment::read_vec).
     ///
     /// # Errors
     ///

@@ -8,7 +8,7 @@
 //!
 //! Builds for `wasm32-wasip1` and `wasm32-unknown-unknown`. On other
 //! targets the imports are stubs that fail with `ENOSYS`. With the
-//! `component` feature, [`component`] offers the same API to
+//! `component` feature, the `component` module offers the same API to
 //! `wasm32-wasip2` components through the `shmgate:shm` WIT interface.
 //!
 //! # Examples

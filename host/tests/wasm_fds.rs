@@ -1,15 +1,22 @@
-//! Descriptor accounting of the `shmgate_v1` host functions, by counting
-//! `/proc/self/fd`: 10,000 open/close cycles without fd growth, no fd kept
-//! by any failing call (hostile arguments, quotas, objects planted in the
-//! namespace, traps), and every handle closed when its store drops.
+//! Descriptor accounting of the `shmgate_v1` host functions and the
+//! `shmgate:shm` component interface, by counting `/proc/self/fd`: 10,000
+//! open/close cycles without fd growth, no fd kept by any failing call
+//! (hostile arguments, quotas, objects planted in the namespace, traps; the
+//! hostile-case table through both ABIs), and every handle closed when its
+//! store drops (a component's segments too).
 //!
 //! This binary holds a single test that runs its checks one after the
 //! other: any other test thread in the process would change the count.
 #![deny(unsafe_code)]
 
+#[path = "wasm/abi.rs"]
+#[allow(dead_code)] // shared with the `wasm` binary
+mod abi;
 #[path = "wasm/common.rs"]
 #[allow(dead_code)] // the helpers serve the `wasm` binary too
 mod common;
+#[path = "wasm/table.rs"]
+mod table;
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -66,6 +73,10 @@ fn no_descriptor_leaks() {
         let mut bare = Guest::of_kind(scope.full("a").build().unwrap(), GuestKind::NoMemory);
         assert!(bare.try_open_raw(0, 3, RDONLY, 0).is_err());
         let _ = Guest::of_kind(scope.full("a").build().unwrap(), GuestKind::MemoryMisnamed);
+        let mut comp = abi::Comp::new(scope.full("a").build().unwrap());
+        let h = abi::Abi::open(&mut comp, b"seg", RDONLY, 0o600);
+        abi::Abi::close(&mut comp, h.unwrap().unwrap());
+        assert!(comp.forged_size(12345).is_err(), "a forged handle traps");
     }
     let baseline = fd_count();
 
@@ -73,6 +84,8 @@ fn no_descriptor_leaks() {
     store_drop_closes_everything(&scope, baseline);
     hostile_calls_keep_nothing(&scope, baseline);
     many_stores(&scope, baseline);
+    hostile_table_keeps_nothing(baseline);
+    component_store_drop_closes_everything(&scope, baseline);
     assert_fds(baseline, "at the end");
 }
 
@@ -258,4 +271,41 @@ fn many_stores(scope: &Scope, baseline: usize) {
     assert_fds(baseline + 125, "25 stores dropped");
     drop(guests);
     assert_fds(baseline, "every store dropped");
+}
+
+/// The hostile-case table through both ABIs keeps no descriptor.
+fn hostile_table_keeps_nothing(baseline: usize) {
+    let (ran, _) = table::run_table(|p| Box::new(abi::Core::new(p)));
+    assert!(ran > 0);
+    assert_fds(baseline, "the table through shmgate_v1");
+    let (ran, _) = table::run_table(|p| Box::new(abi::Comp::new(p)));
+    assert!(ran > 0);
+    assert_fds(baseline, "the table through shmgate:shm");
+}
+
+/// A component's segments still open when its store drops are closed
+/// (they are handles of the same table), with and without `auto_unlink`.
+fn component_store_drop_closes_everything(scope: &Scope, baseline: usize) {
+    use abi::Abi;
+    let ns = scope.ns("a");
+    for auto_unlink in [false, true] {
+        let policy = scope.full("a").auto_unlink(auto_unlink).build().unwrap();
+        let mut comp = abi::Comp::new(policy);
+        for i in 0..20 {
+            let r = match i % 3 {
+                0 => comp.open(b"seg", RDONLY, 0o600),
+                1 => comp.open(b"seg", RDWR, 0o600),
+                _ => comp.open(format!("cdrop-{i}").as_bytes(), RDWR | CREATE | EXCL, 0o600),
+            };
+            r.expect("expressible").expect("open");
+        }
+        assert_eq!(comp.ctx().open_handles(), 20);
+        assert_fds(baseline + 20, "a component with 20 segments open");
+        drop(comp);
+        assert_fds(baseline, "after dropping a component's store");
+        assert_eq!(exists(format!("{ns}cdrop-2")), !auto_unlink);
+        for i in (2..20).step_by(3) {
+            let _ = fs::remove_file(shm_path(format!("{ns}cdrop-{i}")));
+        }
+    }
 }

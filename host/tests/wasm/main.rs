@@ -5,8 +5,9 @@
 //! unharmed (the same store still works, segments outside the namespace
 //! are untouched).
 //!
-//! - [`cases`]: the hostile cases as one table of (grant, operation,
-//!   errno), run through both ABIs ([`abi`]); forged component handles.
+//! - [`table`], [`cases`]: the hostile cases as one table of (grant,
+//!   operation, errno), run through both ABIs ([`abi`]); forged component
+//!   handles.
 //! - [`names`]: `/`, `.`, `..`, NUL, control bytes, 300 bytes, names
 //!   outside the namespace, no namespace at all.
 //! - [`pointers`]: out-of-bounds and wrapping pointers, `-1` and
@@ -36,3 +37,4 @@ mod names;
 mod pointers;
 mod quotas;
 mod rights;
+mod table;

@@ -8,14 +8,15 @@
 //!   component with exactly the arguments the test picks.
 //!
 //! An operation a given ABI cannot even express (a non-UTF-8 name for the
-//! component's `string`, `oflags` bits that are not among its four flags)
+//! component's `string`, `oflags` bits that are not among its four flags,
+//! an `atomic32` op number that is not one of its `atomic-op` cases)
 //! is `None`: the component model refuses it in the guest's own bindings,
 //! before any host call.
 
 use std::sync::OnceLock;
 
 use shmgate_core::Errno;
-use shmgate_host::wasm::component::{self, ErrorCode, OpenFlags};
+use shmgate_host::wasm::component::{self, AtomicOp, CompareExchange, ErrorCode, OpenFlags};
 use shmgate_host::wasm::{ShmCtx, ShmPolicy};
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -45,8 +46,27 @@ pub(crate) trait Abi {
     fn write(&mut self, h: H, offset: i64, data: &[u8]) -> Result<u64, Errno>;
     /// `read` of up to `len` bytes at `offset`.
     fn read(&mut self, h: H, offset: i64, len: usize) -> Result<Vec<u8>, Errno>;
+    /// `wait32` (`timeout_ns` negative: none of its own).
+    fn wait32(&mut self, h: H, offset: i64, expected: u32, timeout_ns: i64) -> Result<(), Errno>;
+    /// `notify`: how many woke.
+    fn notify(&mut self, h: H, offset: i64, count: u32) -> Result<u64, Errno>;
+    /// `atomic32` with the core ABI's op numbers; `None` for an op this ABI
+    /// cannot express.
+    fn atomic32(
+        &mut self,
+        h: H,
+        offset: i64,
+        op: i32,
+        operand: u32,
+        expected: u32,
+    ) -> Option<Result<u64, Errno>>;
     /// The store's shmgate context.
     fn ctx(&self) -> &ShmCtx;
+}
+
+/// A `u32` as the core ABI's `i32` argument: the same bits.
+fn bits(v: u32) -> i32 {
+    i32::from_ne_bytes(v.to_ne_bytes())
 }
 
 /// A core-ABI result as a `Result`.
@@ -90,6 +110,25 @@ impl Abi for Core {
     fn read(&mut self, h: H, offset: i64, len: usize) -> Result<Vec<u8>, Errno> {
         let (ret, got) = self.0.read_data(wire(h), offset, len);
         core_result(ret).map(|_| got)
+    }
+    fn wait32(&mut self, h: H, offset: i64, expected: u32, timeout_ns: i64) -> Result<(), Errno> {
+        core_result(self.0.wait32(wire(h), offset, bits(expected), timeout_ns)).map(|_| ())
+    }
+    fn notify(&mut self, h: H, offset: i64, count: u32) -> Result<u64, Errno> {
+        core_result(self.0.notify(wire(h), offset, bits(count)))
+    }
+    fn atomic32(
+        &mut self,
+        h: H,
+        offset: i64,
+        op: i32,
+        operand: u32,
+        expected: u32,
+    ) -> Option<Result<u64, Errno>> {
+        let ret = self
+            .0
+            .atomic32(wire(h), offset, op, bits(operand), bits(expected));
+        Some(core_result(ret))
     }
     fn ctx(&self) -> &ShmCtx {
         self.0.ctx()
@@ -263,6 +302,46 @@ impl Abi for Comp {
             .call_read(&mut self.store, h, unsigned(offset), len)
             .expect("read must not trap");
         r.map_err(errno)
+    }
+    fn wait32(&mut self, h: H, offset: i64, expected: u32, timeout_ns: i64) -> Result<(), Errno> {
+        let api = self.api().clone();
+        let timeout = u64::try_from(timeout_ns).ok();
+        let r = api
+            .call_wait32(&mut self.store, h, unsigned(offset), expected, timeout)
+            .expect("wait32 must not trap");
+        r.map_err(errno)
+    }
+    fn notify(&mut self, h: H, offset: i64, count: u32) -> Result<u64, Errno> {
+        let api = self.api().clone();
+        let r = api
+            .call_notify(&mut self.store, h, unsigned(offset), count)
+            .expect("notify must not trap");
+        r.map(u64::from).map_err(errno)
+    }
+    fn atomic32(
+        &mut self,
+        h: H,
+        offset: i64,
+        op: i32,
+        operand: u32,
+        expected: u32,
+    ) -> Option<Result<u64, Errno>> {
+        let op = match op {
+            0 => AtomicOp::Load,
+            1 => AtomicOp::Store(operand),
+            2 => AtomicOp::FetchAdd(operand),
+            3 => AtomicOp::Swap(operand),
+            4 => AtomicOp::CompareExchange(CompareExchange {
+                expected,
+                replacement: operand,
+            }),
+            _ => return None,
+        };
+        let api = self.api().clone();
+        let r = api
+            .call_atomic32(&mut self.store, h, unsigned(offset), op)
+            .expect("atomic32 must not trap");
+        Some(r.map(u64::from).map_err(errno))
     }
     fn ctx(&self) -> &ShmCtx {
         &self.store.data().shm

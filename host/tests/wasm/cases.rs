@@ -72,3 +72,53 @@ fn component_segments_are_table_handles() {
     drop(comp);
     assert_eq!(contents(format!("{}seg", scope.ns("a"))), b"KEEP");
 }
+
+/// `atomic32`, `wait32` and `notify` mean the same through both ABIs: the
+/// same sequence of operations gives the same old values, and the segment
+/// ends up holding the same word.
+#[test]
+fn atomics_and_waits_agree_across_the_abis() {
+    let scope = Scope::new();
+    let seg = format!("{}seg", scope.ns("a"));
+    let mut results = Vec::new();
+    for comp in [false, true] {
+        host_create(&seg, &[0; 8]);
+        let policy = scope.full("a").build().unwrap();
+        let mut abi: Box<dyn Abi> = if comp {
+            Box::new(Comp::new(policy))
+        } else {
+            Box::new(Core::new(policy))
+        };
+        let h = abi.open(b"seg", RDWR, 0o600).unwrap().unwrap();
+        // (op, operand, expected): store, fetch-add, load, swap, a
+        // compare-exchange that succeeds and one that fails, a wrapping add.
+        let ops = [
+            (1, 5, 0),
+            (2, 3, 0),
+            (0, 0, 0),
+            (3, 1, 0),
+            (4, 9, 1),
+            (4, 7, 1),
+            (2, u32::MAX, 0),
+            (0, 0, 0),
+        ];
+        let olds: Vec<u64> = ops
+            .iter()
+            .map(|&(op, operand, expected)| {
+                abi.atomic32(h, 4, op, operand, expected)
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("{}: op {op}: {e}", abi.name()))
+            })
+            .collect();
+        let word = u32::from_le_bytes(contents(&seg)[4..8].try_into().unwrap());
+        assert_eq!(abi.wait32(h, 4, word + 1, -1), Err(Errno::AGAIN));
+        assert_eq!(abi.wait32(h, 4, word, 1000), Err(Errno::TIMEDOUT));
+        assert_eq!(abi.notify(h, 4, u32::MAX), Ok(0), "nobody waits");
+        abi.close(h);
+        drop(abi);
+        results.push((olds, word));
+        std::fs::remove_file(shm_path(&seg)).unwrap();
+    }
+    assert_eq!(results[0], (vec![0, 5, 8, 8, 1, 9, 9, 8], 8));
+    assert_eq!(results[0], results[1], "core vs component");
+}

@@ -46,7 +46,16 @@ const FORWARDER: &str = r#"(module
   (import "shmgate_v1" "set_size" (func $set_size (param i32 i64) (result i64)))
   (import "shmgate_v1" "read" (func $read (param i32 i64 i32 i32) (result i64)))
   (import "shmgate_v1" "write" (func $write (param i32 i64 i32 i32) (result i64)))
+  (import "shmgate_v1" "wait32" (func $wait32 (param i32 i64 i32 i64) (result i64)))
+  (import "shmgate_v1" "notify" (func $notify (param i32 i64 i32) (result i64)))
+  (import "shmgate_v1" "atomic32" (func $atomic32 (param i32 i64 i32 i32 i32) (result i64)))
   MEMORY
+  (func (export "wait32") (param i32 i64 i32 i64) (result i64)
+    (call $wait32 (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  (func (export "notify") (param i32 i64 i32) (result i64)
+    (call $notify (local.get 0) (local.get 1) (local.get 2)))
+  (func (export "atomic32") (param i32 i64 i32 i32 i32) (result i64)
+    (call $atomic32 (local.get 0) (local.get 1) (local.get 2) (local.get 3) (local.get 4)))
   (func (export "open") (param i32 i32 i32 i32) (result i64)
     (call $open (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
   (func (export "unlink") (param i32 i32) (result i64)
@@ -109,6 +118,9 @@ pub(crate) struct Guest {
     set_size: TypedFunc<(i32, i64), i64>,
     read: TypedFunc<(i32, i64, i32, i32), i64>,
     write: TypedFunc<(i32, i64, i32, i32), i64>,
+    wait32: TypedFunc<(i32, i64, i32, i64), i64>,
+    notify: TypedFunc<(i32, i64, i32), i64>,
+    atomic32: TypedFunc<(i32, i64, i32, i32, i32), i64>,
 }
 
 impl Guest {
@@ -148,6 +160,9 @@ impl Guest {
             set_size: func!("set_size"),
             read: func!("read"),
             write: func!("write"),
+            wait32: func!("wait32"),
+            notify: func!("notify"),
+            atomic32: func!("atomic32"),
             store,
         }
     }
@@ -324,6 +339,48 @@ impl Guest {
         let ret = self.read_raw(handle, offset, wasm_i32(BUF_AT), wasm_i32(len));
         let got = usize::try_from(ret).map_or_else(|_| Vec::new(), |n| self.mem_read(BUF_AT, n));
         (ret, got)
+    }
+}
+
+impl Guest {
+    /// `wait32`.
+    #[track_caller]
+    pub(crate) fn wait32(
+        &mut self,
+        handle: i32,
+        offset: i64,
+        expected: i32,
+        timeout_ns: i64,
+    ) -> i64 {
+        let args = (handle, offset, expected, timeout_ns);
+        self.wait32
+            .call(&mut self.store, args)
+            .expect("wait32 must not trap")
+    }
+
+    /// `notify`.
+    #[track_caller]
+    pub(crate) fn notify(&mut self, handle: i32, offset: i64, count: i32) -> i64 {
+        let args = (handle, offset, count);
+        self.notify
+            .call(&mut self.store, args)
+            .expect("notify must not trap")
+    }
+
+    /// `atomic32`.
+    #[track_caller]
+    pub(crate) fn atomic32(
+        &mut self,
+        handle: i32,
+        offset: i64,
+        op: i32,
+        operand: i32,
+        expected: i32,
+    ) -> i64 {
+        let args = (handle, offset, op, operand, expected);
+        self.atomic32
+            .call(&mut self.store, args)
+            .expect("atomic32 must not trap")
     }
 }
 

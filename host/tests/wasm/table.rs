@@ -146,7 +146,18 @@ enum Op {
     Write(i32, i64, usize),
     /// `read` of `len` bytes at `offset` on `seg` opened with these flags.
     Read(i32, i64, usize),
+    /// `wait32(offset, expected, timeout_ns)` on `seg` opened with these
+    /// flags.
+    Wait32(i32, i64, u32, i64),
+    /// `notify(offset, count)` on `seg` opened with these flags.
+    Notify(i32, i64, u32),
+    /// `atomic32(offset, op, operand, expected)` on `seg` opened with these
+    /// flags.
+    Atomic32(i32, i64, i32, u32, u32),
 }
+
+/// The word `seg` holds: `keep`, little-endian.
+const KEEP: u32 = u32::from_le_bytes(*b"keep");
 
 /// One row of the table.
 #[derive(Clone, Debug)]
@@ -330,6 +341,39 @@ pub(crate) fn table() -> Vec<Case> {
         t.push(case(Full, Op::Read(RDWR, offset, len), E::OVERFLOW));
         t.push(case(Full, Op::Write(RDWR, offset, len), E::OVERFLOW));
     }
+
+    // wait32, notify, atomic32: the word must be 4-byte aligned (EINVAL)
+    // and inside the segment (ENXIO: `seg` is 4 bytes); a wait on a value
+    // that differs is EAGAIN, one that is not woken ETIMEDOUT; every atomic
+    // but load needs a RDWR handle; op numbers beyond 4 are EINVAL.
+    for offset in [1, 2, 3, -4, i64::MIN] {
+        t.push(case(Full, Op::Wait32(RDONLY, offset, KEEP, 0), E::INVAL));
+        t.push(case(Full, Op::Notify(RDONLY, offset, 1), E::INVAL));
+        t.push(case(Full, Op::Atomic32(RDWR, offset, 0, 0, 0), E::INVAL));
+    }
+    for offset in [4, 8, 1 << 20, i64::MAX - 3] {
+        t.push(case(Full, Op::Wait32(RDONLY, offset, KEEP, 0), E::NXIO));
+        t.push(case(Full, Op::Notify(RDONLY, offset, u32::MAX), E::NXIO));
+        t.push(case(Full, Op::Atomic32(RDWR, offset, 0, 0, 0), E::NXIO));
+    }
+    t.push(case(Full, Op::Wait32(RDONLY, 0, !KEEP, -1), E::AGAIN));
+    t.push(case(Full, Op::Wait32(RDONLY, 0, KEEP, 0), E::TIMEDOUT));
+    t.push(case(
+        Full,
+        Op::Wait32(RDONLY, 0, KEEP, 1_000_000),
+        E::TIMEDOUT,
+    ));
+    for op in 1..=4 {
+        t.push(case(Full, Op::Atomic32(RDONLY, 0, op, 0, KEEP), E::BADF));
+        t.push(case(
+            ReadOnly,
+            Op::Atomic32(RDONLY, 0, op, 0, KEEP),
+            E::BADF,
+        ));
+    }
+    for op in [5, 6, -1, i32::MIN, i32::MAX] {
+        t.push(case(Full, Op::Atomic32(RDWR, 0, op, 0, 0), E::INVAL));
+    }
     t
 }
 
@@ -369,6 +413,24 @@ fn exec(
             let r = abi.read(h, *offset, *len).map(|_| ());
             abi.close(h);
             r
+        }
+        Op::Wait32(flags, offset, expected, timeout) => {
+            let h = on_seg(abi, *flags)?;
+            let r = abi.wait32(h, *offset, *expected, *timeout);
+            abi.close(h);
+            r
+        }
+        Op::Notify(flags, offset, count) => {
+            let h = on_seg(abi, *flags)?;
+            let r = abi.notify(h, *offset, *count).map(|_| ());
+            abi.close(h);
+            r
+        }
+        Op::Atomic32(flags, offset, op, operand, expected) => {
+            let h = on_seg(abi, *flags)?;
+            let r = abi.atomic32(h, *offset, *op, *operand, *expected);
+            abi.close(h);
+            r?.map(|_| ())
         }
     })
 }

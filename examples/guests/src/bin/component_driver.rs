@@ -14,7 +14,7 @@ mod bindings {
 }
 
 use bindings::exports::shmgate::driver::driver::Guest;
-use bindings::shmgate::shm::segments::{self as shm, ErrorCode, OpenFlags, Segment};
+use bindings::shmgate::shm::segments::{self as shm, AtomicOp, ErrorCode, OpenFlags, Segment};
 
 thread_local! {
     /// The guest's segments, by slot.
@@ -77,6 +77,23 @@ impl Guest for Driver {
 
     fn write(slot: u32, offset: u64, data: Vec<u8>) -> Result<u64, ErrorCode> {
         with(slot, |seg| seg.write(offset, &data))
+    }
+
+    fn wait32(
+        slot: u32,
+        offset: u64,
+        expected: u32,
+        timeout_ns: Option<u64>,
+    ) -> Result<(), ErrorCode> {
+        with(slot, |seg| seg.wait32(offset, expected, timeout_ns))
+    }
+
+    fn notify(slot: u32, offset: u64, count: u32) -> Result<u32, ErrorCode> {
+        with(slot, |seg| seg.notify(offset, count))
+    }
+
+    fn atomic32(slot: u32, offset: u64, op: AtomicOp) -> Result<u32, ErrorCode> {
+        with(slot, |seg| seg.atomic32(offset, op))
     }
 
     fn unlink(name: String) -> Result<(), ErrorCode> {

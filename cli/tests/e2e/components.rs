@@ -152,7 +152,22 @@ fn bad_components_exit_codes() {
     // The component header (layer 1), then junk.
     std::fs::write(&bad, b"\0asm\x0d\0\x01\0junk junk").unwrap();
     let out = shmgate(&["run", bad.to_str().unwrap()]);
+    // A core module (text is fine for modules) importing a function
+    // nobody provides: the same 69.
+    let unknown = dir.join("unknown.wat");
+    std::fs::write(
+        &unknown,
+        r#"(module (import "acme_v1" "poke" (func)) (func (export "_start")))"#,
+    )
+    .unwrap();
+    let module = shmgate(&["run", unknown.to_str().unwrap()]);
     std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(module.status.code(), Some(69), "{}", text(&module));
+    assert!(
+        String::from_utf8_lossy(&module.stderr).contains("acme_v1"),
+        "{}",
+        text(&module)
+    );
     assert_eq!(out.status.code(), Some(65), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("not a valid component"),

@@ -48,10 +48,37 @@ fn ensure_wasm_target() {
     );
 }
 
+/// Writes `paths.rs` for a build without the guests' sources: a packaged
+/// copy of this crate (`cargo package`, crates.io) holds only itself, not the
+/// repository's `examples/guests`. The paths are empty and `AVAILABLE` says
+/// so; users of the paths (the demo) report it instead of failing here.
+fn write_unavailable(out: &Path) {
+    let mut paths = String::from(
+        "/// False: this build had no `examples/guests` sources (a packaged copy of this crate).\n\
+         pub const AVAILABLE: bool = false;\n",
+    );
+    for guest in GUESTS {
+        paths.push_str(&format!(
+            "/// Empty: the `{guest}` example guest was not built (no sources).\n\
+             pub const {}: &str = \"\";\n",
+            guest.to_uppercase()
+        ));
+    }
+    std::fs::write(out.join("paths.rs"), paths).expect("writing paths.rs");
+}
+
 fn main() {
-    ensure_wasm_target();
     let here = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let guests = here.join("../guests");
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
+    if !guests.join("Cargo.toml").exists() {
+        println!(
+            "cargo:warning=no example guest sources beside this crate; the guests are not built"
+        );
+        write_unavailable(&out);
+        return;
+    }
+    ensure_wasm_target();
     let root = here.join("../..");
     for watched in [
         "examples/guests/src",
@@ -62,7 +89,6 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
     let target_dir = out.join("wasm-target");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -101,7 +127,10 @@ fn main() {
          (`rustup target add wasm32-wasip1`; rust-toolchain.toml lists it)"
     );
 
-    let mut paths = String::new();
+    let mut paths = String::from(
+        "/// True: the example guests below were built from `examples/guests`.\n\
+         pub const AVAILABLE: bool = true;\n",
+    );
     for guest in GUESTS {
         let wasm = target_dir
             .join("wasm32-wasip1/release")

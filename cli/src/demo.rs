@@ -371,6 +371,15 @@ fn streaming_time(segment: &str) -> Option<Duration> {
 
 /// Runs the demo.
 pub(crate) fn demo(args: &DemoArgs, verbose: u8) -> Result<u8, Failure> {
+    if !shmgate_guest_artifacts::AVAILABLE {
+        // A build from the crates.io package: the example guests' sources
+        // live in the repository only (see shmgate-guest-artifacts).
+        return Err(Failure::new(
+            exit::NOINPUT,
+            "this shmgate was built without the example guests (a packaged build); \
+             run the demo from a source checkout: `cargo run --release -p shmgate-cli -- demo`",
+        ));
+    }
     for (role, path) in [("producer", &args.producer), ("consumer", &args.consumer)] {
         if !path.is_file() {
             return Err(Failure::new(

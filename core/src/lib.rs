@@ -54,3 +54,8 @@ pub const NAME_MAX: usize = 255;
 
 /// The directory shared memory objects live in, with its trailing slash.
 pub const SHM_DIR: &str = "/dev/shm/";
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

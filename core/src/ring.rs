@@ -5,7 +5,7 @@
 //! guest (`shmgate-guest`'s `ring`) and a model checker drive the very
 //! same code.
 //!
-//! [`shmgate-host`]: https://example.invalid/shmgate
+//! [`shmgate-host`]: https://docs.rs/shmgate-host
 //!
 //! # Layout (offsets from the start of the ring's region)
 //!

@@ -57,6 +57,28 @@ fn ensure_wasm_target(target: &str) {
     );
 }
 
+/// Writes `paths.rs` for a build without the guests' sources: a packaged
+/// copy of this crate (`cargo package`, crates.io) holds only itself, not the
+/// repository's `examples/guests`. The paths are empty and `AVAILABLE` says
+/// so; users of the paths (the demo) report it instead of failing here.
+fn write_unavailable(out: &Path) {
+    let mut paths = String::from(
+        "/// False: this build had no `examples/guests` sources (a packaged copy of this crate).\n\
+         pub const AVAILABLE: bool = false;\n",
+    );
+    let consts = GUESTS
+        .iter()
+        .map(|g| (*g, g.to_uppercase()))
+        .chain(COMPONENTS.iter().map(|(g, k)| (*g, (*k).to_owned())));
+    for (guest, konst) in consts {
+        paths.push_str(&format!(
+            "/// Empty: the `{guest}` example guest was not built (no sources).\n\
+             pub const {konst}: &str = \"\";\n"
+        ));
+    }
+    std::fs::write(out.join("paths.rs"), paths).expect("writing paths.rs");
+}
+
 /// A `cargo build --release` of the guests for `target`, with what the
 /// outer build sets for itself removed.
 fn guest_build(target: &str, guests: &Path, target_dir: &Path, root: &Path) -> Command {
@@ -95,10 +117,18 @@ fn path_const(paths: &mut String, wasm: &Path, konst: &str, doc: &str) {
 }
 
 fn main() {
-    ensure_wasm_target("wasm32-wasip1");
-    ensure_wasm_target("wasm32-wasip2");
     let here = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let guests = here.join("../guests");
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
+    if !guests.join("Cargo.toml").exists() {
+        println!(
+            "cargo:warning=no example guest sources beside this crate; the guests are not built"
+        );
+        write_unavailable(&out);
+        return;
+    }
+    ensure_wasm_target("wasm32-wasip1");
+    ensure_wasm_target("wasm32-wasip2");
     let root = here.join("../..");
     for watched in [
         "examples/guests/src",
@@ -111,7 +141,6 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
     let target_dir = out.join("wasm-target");
     let mut cmd = guest_build("wasm32-wasip1", &guests, &target_dir, &root);
     // Real wasm atomics, so windows shared between processes (the ring
@@ -145,7 +174,10 @@ fn main() {
          (`rustup target add wasm32-wasip2`; rust-toolchain.toml lists it)"
     );
 
-    let mut paths = String::new();
+    let mut paths = String::from(
+        "/// True: the example guests below were built from `examples/guests`.\n\
+         pub const AVAILABLE: bool = true;\n",
+    );
     for guest in GUESTS {
         let wasm = target_dir
             .join("wasm32-wasip1/release")

@@ -39,7 +39,9 @@ fn checked(offset: u64) -> Result<u64, Errno> {
 #[allow(missing_docs, unreachable_pub, clippy::all, unsafe_code)]
 mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        // `wit/shm.wit` of this crate links to the workspace's `wit/shm.wit`
+        // (`cargo package` stores the file itself).
+        path: "wit",
         world: "shmgate:shm/imports",
         generate_all,
     });

@@ -62,3 +62,8 @@ pub use error::{Error, Op};
 pub use mapping::Mapping;
 pub use segment::{Identity, OpenOptions, OwnedSegment, Segment, open, unlink};
 pub use shmgate_core::{self as core, Errno, Mode, NameError, OFlags, ShmName, ShmPath};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

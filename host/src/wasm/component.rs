@@ -47,7 +47,9 @@ use super::ShmCtx;
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod bindings {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        // `wit/shm.wit` of this crate links to the workspace's `wit/shm.wit`
+        // (`cargo package` stores the file itself).
+        path: "wit",
         world: "shmgate:shm/imports",
         with: {
             "shmgate:shm/segments.segment": super::Segment,

@@ -281,6 +281,7 @@ impl Window {
         self.addr as *mut u8
     }
 
+    #[inline]
     fn check(&self, offset: usize, n: usize, align: usize) -> Result<usize, Errno> {
         match offset.checked_add(n) {
             Some(end) if end <= self.len && offset.is_multiple_of(align) => Ok(self.addr + offset),
@@ -295,6 +296,7 @@ impl Window {
     ///
     /// `EINVAL` out of bounds or unaligned; `EACCES` on a read-only window
     /// (a store would trap; use [`Window::load_u32`]).
+    #[inline]
     pub fn atomic_u32(&self, offset: usize) -> Result<&core::sync::atomic::AtomicU32, Errno> {
         if !self.writable {
             return Err(Errno::ACCES);
@@ -436,6 +438,7 @@ impl Window {
     /// # Errors
     ///
     /// `EINVAL` out of bounds or unaligned.
+    #[inline]
     pub fn load_u32(
         &self,
         offset: usize,
@@ -453,6 +456,7 @@ impl Window {
     /// # Errors
     ///
     /// `EINVAL` if the range is outside the window.
+    #[inline]
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<(), Errno> {
         let src = self.check(offset, buf.len(), 1)?;
         if buf.len() <= SMALL_COPY {
@@ -485,6 +489,7 @@ impl Window {
     /// # Errors
     ///
     /// `EACCES` on a read-only window, `EINVAL` out of bounds.
+    #[inline]
     pub fn write_at(&self, offset: usize, buf: &[u8]) -> Result<(), Errno> {
         if !self.writable {
             return Err(Errno::ACCES);

@@ -20,6 +20,7 @@
 
 mod demo;
 mod devshm;
+mod latency;
 mod ls;
 mod rm;
 mod run;

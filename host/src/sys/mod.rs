@@ -281,6 +281,15 @@ impl Drop for RawMapping {
 }
 
 /// The system page size, for mapping offsets.
+/// `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds.
+pub(crate) fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    // CLOCK_MONOTONIC is never negative.
+    let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(t.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
+
 pub(crate) fn page_size() -> usize {
     rustix::param::page_size()
 }

@@ -188,8 +188,11 @@ fn ping_message(i: u64, sent: u64) -> [u8; 16] {
 /// B: back), each message published at once, against a native pong (this
 /// binary re-run) or a guest pong (`shmgate run` of the `ring_pong`
 /// guest). Each message carries its send time; the pong end times the
-/// one-way trip, we time the round trip.
-fn native_pingpong(mode: &str, guest_pong: bool, lat: &mut Latency) {
+/// one-way trip, we time the round trip. Untimed (`lat` is `None`), the
+/// messages carry only their number, so the pong end reads no clock: the
+/// round trip of the rings alone, which shows what the pong end's clock
+/// read costs (a WASI call in a guest).
+fn native_pingpong(mode: &str, guest_pong: bool, lat: Option<&mut Latency>) -> Histogram<u64> {
     let ns = format!("{}.", unique("ping"));
     let name = format!("{ns}ping");
     let seg: OwnedSegment = shmgate_host::OpenOptions::new()
@@ -232,18 +235,22 @@ fn native_pingpong(mode: &str, guest_pong: bool, lat: &mut Latency) {
     for i in 0..ROUND_TRIPS as u64 {
         let t0 = ring::monotonic_ns();
         let msg = ping_message(i, t0);
-        tx.send(&msg).unwrap();
+        let len = if lat.is_some() { 16 } else { 8 };
+        tx.send(&msg[..len]).unwrap();
         let n = rx.recv(&mut buf).unwrap();
         let rtt = ring::monotonic_ns() - t0;
-        assert_eq!((n, &buf[..16]), (Some(16), &msg[..]));
+        assert_eq!((n, &buf[..len]), (Some(len), &msg[..len]));
         latency::record(&mut half_rtt, rtt / 2);
     }
     tx.close().unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "pong failed");
     let pong = String::from_utf8_lossy(&out.stdout);
-    let one_way = latency::parse(&pong, "one-way").expect("one-way samples from the pong end");
-    lat.add(&one_way, &half_rtt);
+    if let Some(lat) = lat {
+        let one_way = latency::parse(&pong, "one-way").expect("one-way samples from the pong end");
+        lat.add(&one_way, &half_rtt);
+    }
+    half_rtt
 }
 
 /// Guest ping to guest pong, two `shmgate run` processes; the ping guest
@@ -307,9 +314,11 @@ fn pong(name: &str, mode: &str) {
     let mut buf = [0; 20];
     let mut one_way = Vec::with_capacity(ROUND_TRIPS);
     while let Some(n) = rx.recv(&mut buf).unwrap() {
-        let now = ring::monotonic_ns();
-        let sent = u64::from_le_bytes(buf[8..16].try_into().unwrap());
-        one_way.push(now.saturating_sub(sent));
+        if n == 16 {
+            let now = ring::monotonic_ns();
+            let sent = u64::from_le_bytes(buf[8..16].try_into().unwrap());
+            one_way.push(now.saturating_sub(sent));
+        }
         tx.send(&buf[..n]).unwrap();
     }
     let all: Vec<String> = one_way.iter().map(u64::to_string).collect();
@@ -338,6 +347,8 @@ fn main() {
     let c = build_c();
     let (mut c_ring, mut native, mut guest) = (Vec::new(), Vec::new(), Vec::new());
     let mut lat: [Latency; 8] = std::array::from_fn(|_| Latency::new());
+    // Spinning, the pong end reading no clock: native pong, guest pong.
+    let mut untimed = [latency::histogram(), latency::histogram()];
     for round in 0..rounds {
         c_ring.push(c_run(&c, "ring", MESSAGES).parse::<f64>().unwrap());
         native.push(native_throughput());
@@ -347,9 +358,14 @@ fn main() {
             lat[i].add_printed(what, &out, &out);
         }
         for (i, mode) in ["spin", "block"].into_iter().enumerate() {
-            native_pingpong(mode, false, &mut lat[2 + i]);
-            native_pingpong(mode, true, &mut lat[4 + i]);
+            native_pingpong(mode, false, Some(&mut lat[2 + i]));
+            native_pingpong(mode, true, Some(&mut lat[4 + i]));
             guest_pingpong(mode, &mut lat[6 + i]);
+        }
+        for (i, guest_pong) in [false, true].into_iter().enumerate() {
+            untimed[i]
+                .add(native_pingpong("spin", guest_pong, None))
+                .unwrap();
         }
         eprintln!(
             "round {round}: C ring {:.1} M/s, native {:.1} M/s, guest {:.1} M/s",
@@ -413,6 +429,21 @@ fn main() {
             v[2] as f64 / b[2] as f64
         )
     };
+    for (label, h) in [
+        ("native<->native, untimed", &untimed[0]),
+        ("native<->guest, untimed", &untimed[1]),
+    ] {
+        let [d, e, f] = latency::percentiles(h);
+        println!(
+            "  {label:<28} {:>8} {:>8} {:>9}   {d:>8} {e:>8} {f:>9}",
+            "-", "-", "-"
+        );
+    }
+    println!(
+        "  (untimed: spinning, 8-byte messages, so the pong end reads no clock; \
+         guest pong rtt/2 p50 {:.2}x the C spin's)",
+        latency::percentiles(&untimed[1])[0] as f64 / p[0].1[0] as f64
+    );
     for (i, pair) in ["native<->native", "native<->guest", "guest<->guest"]
         .into_iter()
         .enumerate()

@@ -223,7 +223,7 @@ pub(crate) fn measure(ns: &str, plot_to: Option<&Path>) -> Result<String, Failur
         ns,
         true,
         RING_PING,
-        &["zc-ping", &ROUND_TRIPS.to_string(), "spin"],
+        &["zc-ping", &ROUND_TRIPS.to_string(), "spin", "64"],
     )?;
     let (pinged, ponged) = pair(pong, ping)?;
     let no_samples = || {
@@ -246,7 +246,7 @@ pub(crate) fn measure(ns: &str, plot_to: Option<&Path>) -> Result<String, Failur
     let mut plotted = None;
     if let Some(path) = plot_to {
         let guest_q = latency::curve(&guest_one_way);
-        let mut curves: Vec<(&str, Vec<f64>)> = vec![("guest -> guest, shmgate ring", guest_q)];
+        let mut curves: Vec<(&str, Vec<f64>)> = vec![("guest <-> guest, shmgate ring", guest_q)];
         if let Some((one_way, _)) = &c_spin {
             curves.push(("C spin ping-pong, one cache line", latency::curve(one_way)));
         }
@@ -306,7 +306,7 @@ pub(crate) fn measure(ns: &str, plot_to: Option<&Path>) -> Result<String, Failur
         };
     let _ = writeln!(
         out,
-        "  latency     one-way (timestamp in the message), spinning, {ROUND_TRIPS} ping-pongs: {}",
+        "  latency     one-way (timestamp in the message), spinning, {ROUND_TRIPS} ping-pongs of 64-byte messages: {}",
         pct(&guest_one_way)
     );
     let _ = writeln!(

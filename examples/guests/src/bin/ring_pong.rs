@@ -1,9 +1,10 @@
 //! Ring pong guest: opens segment NAME (128 KiB, made by a ping end, native
 //! or guest), consumes ring A in its first 64 KiB and creates ring B in the
-//! second, and echoes every message from A to B until A closes. Messages
-//! of 16 bytes carry their send time (monotonic clock) in bytes 8..16: for
-//! those it prints the one-way latency of each, now minus that time taken
-//! before echoing, as `samples one-way: N N ...`.
+//! second (slots for messages of up to 64 bytes), and echoes every message
+//! from A to B until A closes. Messages of 16 bytes or more carry their
+//! send time (monotonic clock) in bytes 8..16: for those it prints the
+//! one-way latency of each, now minus that time taken before echoing, as
+//! `samples one-way: N N ...`.
 //!
 //! Usage (grant: read-write and windows): `ring_pong NAME spin|block TIMEOUT_SECS`
 
@@ -34,14 +35,14 @@ fn run(name: &str, mode: WaitMode, timeout: Duration) -> Result<Vec<u64>, Errno>
             Err(e) => return Err(e),
         }
     };
-    let mut tx = Producer::create(&seg, &win_b, HALF, 24)?;
+    let mut tx = Producer::create(&seg, &win_b, HALF, 72)?;
     tx.set_batch(1);
     tx.set_wait_mode(mode);
     rx.set_wait_mode(mode);
-    let mut buf = [0; 20];
+    let mut buf = [0; 68];
     let mut one_way = Vec::new();
     while let Some(len) = rx.recv(&mut buf)? {
-        if len == 16 {
+        if len >= 16 {
             let now = monotonic_ns()?;
             let sent = u64::from_le_bytes(buf[8..16].try_into().map_err(|_| Errno::INVAL)?);
             one_way.push(now.saturating_sub(sent));

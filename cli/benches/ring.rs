@@ -5,15 +5,19 @@
 //!   the native ring (`shmgate_host::ring`, this binary re-run as the
 //!   consumer) and the guest ring (two `shmgate run` processes, the
 //!   example ring guests);
-//! - latency, two processes, ping-pong (one-way = round trip / 2), every
-//!   sample kept and sorted for p50/p99/p99.9: C spin and C futex
-//!   baselines; native<->native, native<->guest (guest pong) and
-//!   guest<->guest (`ring_ping`/`ring_pong` guests, the ping guest timing
-//!   with its own clock), each spinning (`WaitMode::SPIN`) and blocking
-//!   (`WaitMode::BLOCK`).
+//! - latency, two processes, ping-pong over two rings, each message
+//!   carrying its send time (`CLOCK_MONOTONIC`; guests read the same clock
+//!   through WASI under `shmgate run`): the receiving end records the
+//!   one-way trip (its clock minus the send time), the sender the round
+//!   trip / 2, every sample into an HDR histogram (`hdrhistogram`) for
+//!   p50/p99/p99.9: C spin and C futex baselines; native<->native,
+//!   native<->guest (guest pong) and guest<->guest (`ring_ping`/`ring_pong`
+//!   guests), each spinning (`WaitMode::SPIN`) and blocking
+//!   (`WaitMode::BLOCK`, the waiting side asleep in the futex).
 //!
 //! The configurations take turns, round after round, so a noisy neighbour
-//! hurts them alike; medians are reported with their ratio to the baseline.
+//! hurts them alike; throughput is the median of the rounds, latency the
+//! percentiles of all rounds' samples, each with its ratio to the baseline.
 //! Run with `cargo bench -p shmgate-cli --bench ring`.
 
 use std::path::PathBuf;
@@ -21,6 +25,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use shmgate_guest_artifacts::{RING_PING, RING_PONG};
 use shmgate_host::{OwnedSegment, Segment, ring};
 
@@ -28,6 +33,8 @@ const SHMGATE: &str = env!("CARGO_BIN_EXE_shmgate");
 
 #[path = "common/stream.rs"]
 mod common;
+#[path = "../src/latency.rs"]
+mod latency;
 const ROLE: &str = "SHMGATE_RING_BENCH_ROLE";
 const MSG: usize = 64;
 /// Messages per throughput sample.
@@ -35,6 +42,8 @@ const MESSAGES: u64 = 20_000_000;
 /// Round trips per latency sample.
 const ROUND_TRIPS: usize = 100_000;
 const ROUNDS: usize = 5;
+/// Slot size of the ping-pong rings: 16-byte messages (number, send time).
+const PING_SLOT: usize = 24;
 /// The throughput ring: 4096 slots, as the C ring.
 const RING_LEN: usize = ring::HEADER + 4096 * 72;
 
@@ -73,6 +82,7 @@ fn spawn_role(args: &[&str]) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
         .env(ROLE, args.join(" "))
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap()
 }
@@ -93,7 +103,7 @@ fn native_throughput() -> f64 {
         .unwrap();
     let map = seg.map().unwrap();
     let mut tx = ring::Producer::create(&map, 0..RING_LEN, 72).unwrap();
-    let mut child = spawn_role(&["consume", &name]);
+    let child = spawn_role(&["consume", &name]);
     tx.wait_for_consumer(Duration::from_secs(60)).unwrap();
     let start = Instant::now();
     let mut msg = [0x5au8; MSG];
@@ -102,7 +112,10 @@ fn native_throughput() -> f64 {
         tx.send(&msg).unwrap();
     }
     tx.close().unwrap();
-    assert!(child.wait().unwrap().success(), "native consumer failed");
+    assert!(
+        child.wait_with_output().unwrap().status.success(),
+        "native consumer failed"
+    );
     MESSAGES as f64 / start.elapsed().as_secs_f64()
 }
 
@@ -132,11 +145,54 @@ fn guest_throughput() -> f64 {
         .unwrap_or_else(|| panic!("no rate in {report:?}"))
 }
 
+/// Latency of one configuration: one-way (the receiver's clock minus the
+/// send time in the message) and round trip / 2, in HDR histograms.
+struct Latency {
+    one_way: Histogram<u64>,
+    half_rtt: Histogram<u64>,
+}
+
+impl Latency {
+    fn new() -> Latency {
+        Latency {
+            one_way: latency::histogram(),
+            half_rtt: latency::histogram(),
+        }
+    }
+
+    /// Adds one run's samples (every run's go into one histogram).
+    fn add(&mut self, one_way: &Histogram<u64>, half_rtt: &Histogram<u64>) {
+        self.one_way.add(one_way).unwrap();
+        self.half_rtt.add(half_rtt).unwrap();
+    }
+
+    /// Adds the two sample lines of `ping`'s and `pong`'s output.
+    fn add_printed(&mut self, what: &str, pong: &str, ping: &str) {
+        let one_way = latency::parse(pong, "one-way")
+            .unwrap_or_else(|| panic!("{what}: no one-way samples in {pong:.200?}"));
+        let half_rtt = latency::parse(ping, "half-rtt")
+            .unwrap_or_else(|| panic!("{what}: no round-trip samples in {ping:.200?}"));
+        self.add(&one_way, &half_rtt);
+    }
+}
+
+/// A ping message: its number, then its send time.
+fn ping_message(i: u64, sent: u64) -> [u8; 16] {
+    let mut msg = [0; 16];
+    msg[..8].copy_from_slice(&i.to_le_bytes());
+    msg[8..].copy_from_slice(&sent.to_le_bytes());
+    msg
+}
+
 /// Ping-pong from this process over two rings (A: us to the other end,
 /// B: back), each message published at once, against a native pong (this
 /// binary re-run) or a guest pong (`shmgate run` of the `ring_pong`
-/// guest); one-way nanoseconds, sorted.
-fn native_pingpong(mode: &str, guest_pong: bool) -> Vec<u64> {
+/// guest). Each message carries its send time; the pong end times the
+/// one-way trip, we time the round trip. Untimed (`lat` is `None`), the
+/// messages carry only their number, so the pong end reads no clock: the
+/// round trip of the rings alone, which shows what the pong end's clock
+/// read costs (a WASI call in a guest).
+fn native_pingpong(mode: &str, guest_pong: bool, lat: Option<&mut Latency>) -> Histogram<u64> {
     let ns = format!("{}.", unique("ping"));
     let name = format!("{ns}ping");
     let seg: OwnedSegment = shmgate_host::OpenOptions::new()
@@ -144,8 +200,8 @@ fn native_pingpong(mode: &str, guest_pong: bool) -> Vec<u64> {
         .open_owned(&name)
         .unwrap();
     let map = seg.map().unwrap();
-    let mut tx = ring::Producer::create(&map, 0..64 << 10, 16).unwrap();
-    let mut child = if guest_pong {
+    let mut tx = ring::Producer::create(&map, 0..64 << 10, PING_SLOT).unwrap();
+    let child = if guest_pong {
         Command::new(SHMGATE)
             .arg("run")
             .args([
@@ -157,7 +213,7 @@ fn native_pingpong(mode: &str, guest_pong: bool) -> Vec<u64> {
                 "1MiB",
             ])
             .args([RING_PONG, "--", "ping", mode, "120"])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap()
     } else {
@@ -174,25 +230,33 @@ fn native_pingpong(mode: &str, guest_pong: bool) -> Vec<u64> {
     tx.set_batch(1);
     tx.set_wait_mode(wait);
     rx.set_wait_mode(wait);
-    let mut samples = Vec::with_capacity(ROUND_TRIPS);
-    let mut buf = [0; 12];
+    let mut half_rtt = latency::histogram();
+    let mut buf = [0; 20];
     for i in 0..ROUND_TRIPS as u64 {
-        let t0 = Instant::now();
-        tx.send(&i.to_le_bytes()).unwrap();
+        let t0 = ring::monotonic_ns();
+        let msg = ping_message(i, t0);
+        let len = if lat.is_some() { 16 } else { 8 };
+        tx.send(&msg[..len]).unwrap();
         let n = rx.recv(&mut buf).unwrap();
-        let rtt = t0.elapsed();
-        assert_eq!((n, &buf[..8]), (Some(8), &i.to_le_bytes()[..]));
-        samples.push(u64::try_from(rtt.as_nanos() / 2).unwrap_or(u64::MAX));
+        let rtt = ring::monotonic_ns() - t0;
+        assert_eq!((n, &buf[..len]), (Some(len), &msg[..len]));
+        latency::record(&mut half_rtt, rtt / 2);
     }
     tx.close().unwrap();
-    assert!(child.wait().unwrap().success(), "pong failed");
-    samples.sort_unstable();
-    samples
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "pong failed");
+    let pong = String::from_utf8_lossy(&out.stdout);
+    if let Some(lat) = lat {
+        let one_way = latency::parse(&pong, "one-way").expect("one-way samples from the pong end");
+        lat.add(&one_way, &half_rtt);
+    }
+    half_rtt
 }
 
 /// Guest ping to guest pong, two `shmgate run` processes; the ping guest
-/// measures with its own clock and prints the percentiles.
-fn guest_pingpong(mode: &str) -> [u64; 3] {
+/// times round trips, the pong guest one-way trips, each with its own
+/// clock (the host's `CLOCK_MONOTONIC`).
+fn guest_pingpong(mode: &str, lat: &mut Latency) {
     let ns = format!("{}.", unique("gping"));
     let grant = [
         "--namespace",
@@ -206,7 +270,7 @@ fn guest_pingpong(mode: &str) -> [u64; 3] {
         .arg("run")
         .args(grant)
         .args([RING_PONG, "--", "ping", mode, "120"])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let ping = Command::new(SHMGATE)
@@ -222,13 +286,11 @@ fn guest_pingpong(mode: &str) -> [u64; 3] {
         ping.status.success() && ponged.status.success(),
         "guest ping-pong failed"
     );
-    let out = String::from_utf8_lossy(&ping.stdout);
-    let words: Vec<&str> = out.split_whitespace().collect();
-    let num = |label: &str| -> u64 {
-        let i = words.iter().position(|w| *w == label).unwrap();
-        words[i + 1].parse().unwrap()
-    };
-    [num("p50"), num("p99"), num("p99.9")]
+    lat.add_printed(
+        "guest ping-pong",
+        &String::from_utf8_lossy(&ponged.stdout),
+        &String::from_utf8_lossy(&ping.stdout),
+    );
 }
 
 fn wait_mode(mode: &str) -> ring::WaitMode {
@@ -238,24 +300,29 @@ fn wait_mode(mode: &str) -> ring::WaitMode {
     }
 }
 
+/// The native pong end: echoes ring A to ring B, timing the one-way trip
+/// of each message (its clock read before echoing, as the C baseline's
+/// and the guest's pong ends do), and prints the samples.
 fn pong(name: &str, mode: &str) {
     let (_seg, map) = open_map(name);
     let mut rx = ring::Consumer::attach(&map, 0..64 << 10).unwrap();
-    let mut tx = ring::Producer::create(&map, 64 << 10..128 << 10, 16).unwrap();
+    let mut tx = ring::Producer::create(&map, 64 << 10..128 << 10, PING_SLOT).unwrap();
     let wait = wait_mode(mode);
     tx.set_batch(1);
     tx.set_wait_mode(wait);
     rx.set_wait_mode(wait);
-    let mut buf = [0; 12];
+    let mut buf = [0; 20];
+    let mut one_way = Vec::with_capacity(ROUND_TRIPS);
     while let Some(n) = rx.recv(&mut buf).unwrap() {
+        if n == 16 {
+            let now = ring::monotonic_ns();
+            let sent = u64::from_le_bytes(buf[8..16].try_into().unwrap());
+            one_way.push(now.saturating_sub(sent));
+        }
         tx.send(&buf[..n]).unwrap();
     }
-}
-
-fn percentiles(sorted: &[u64]) -> [u64; 3] {
-    // Per mille, so the index stays in integers.
-    let at = |q: usize| sorted[(sorted.len() * q / 1000).min(sorted.len() - 1)];
-    [at(500), at(990), at(999)]
+    let all: Vec<String> = one_way.iter().map(u64::to_string).collect();
+    println!("samples one-way: {}", all.join(" "));
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -279,20 +346,26 @@ fn main() {
     let rounds = if full { ROUNDS } else { 1 };
     let c = build_c();
     let (mut c_ring, mut native, mut guest) = (Vec::new(), Vec::new(), Vec::new());
-    let mut lat: [Vec<[u64; 3]>; 8] = Default::default();
+    let mut lat: [Latency; 8] = std::array::from_fn(|_| Latency::new());
+    // Spinning, the pong end reading no clock: native pong, guest pong.
+    let mut untimed = [latency::histogram(), latency::histogram()];
     for round in 0..rounds {
         c_ring.push(c_run(&c, "ring", MESSAGES).parse::<f64>().unwrap());
         native.push(native_throughput());
         guest.push(guest_throughput());
         for (i, what) in ["spin", "futex"].into_iter().enumerate() {
-            let line = c_run(&c, what, ROUND_TRIPS as u64);
-            let p: Vec<u64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
-            lat[i].push([p[0], p[1], p[2]]);
+            let out = c_run(&c, what, ROUND_TRIPS as u64);
+            lat[i].add_printed(what, &out, &out);
         }
         for (i, mode) in ["spin", "block"].into_iter().enumerate() {
-            lat[2 + i].push(percentiles(&native_pingpong(mode, false)));
-            lat[4 + i].push(percentiles(&native_pingpong(mode, true)));
-            lat[6 + i].push(guest_pingpong(mode));
+            native_pingpong(mode, false, Some(&mut lat[2 + i]));
+            native_pingpong(mode, true, Some(&mut lat[4 + i]));
+            guest_pingpong(mode, &mut lat[6 + i]);
+        }
+        for (i, guest_pong) in [false, true].into_iter().enumerate() {
+            untimed[i]
+                .add(native_pingpong("spin", guest_pong, None))
+                .unwrap();
         }
         eprintln!(
             "round {round}: C ring {:.1} M/s, native {:.1} M/s, guest {:.1} M/s",
@@ -316,8 +389,17 @@ fn main() {
             m / c_med
         );
     }
-    println!("\nlatency, one-way ns (ping-pong / 2), medians of {rounds} runs of {ROUND_TRIPS}:");
-    println!("  {:<28} {:>7} {:>7} {:>8}", "", "p50", "p99", "p99.9");
+    println!(
+        "\nlatency, ns, two processes, {rounds} runs of {ROUND_TRIPS} round trips in one HDR histogram each:"
+    );
+    println!(
+        "  {:<28} {:>8} {:>8} {:>9}   {:>8} {:>8} {:>9}",
+        "", "one-way", "", "", "rtt / 2", "", ""
+    );
+    println!(
+        "  {:<28} {:>8} {:>8} {:>9}   {:>8} {:>8} {:>9}",
+        "", "p50", "p99", "p99.9", "p50", "p99", "p99.9"
+    );
     let labels = [
         "C spin (baseline)",
         "C futex (baseline)",
@@ -328,28 +410,54 @@ fn main() {
         "guest<->guest, spinning",
         "guest<->guest, blocking",
     ];
-    let mut p50 = [0f64; 8];
+    let mut p = [([0u64; 3], [0u64; 3]); 8];
     for (i, label) in labels.iter().enumerate() {
-        let col = |k: usize| {
-            let mut v: Vec<f64> = lat[i].iter().map(|p| p[k] as f64).collect();
-            median(&mut v)
-        };
-        p50[i] = col(0);
+        p[i] = (
+            latency::percentiles(&lat[i].one_way),
+            latency::percentiles(&lat[i].half_rtt),
+        );
+        let ([a, b, c], [d, e, f]) = p[i];
+        println!("  {label:<28} {a:>8} {b:>8} {c:>9}   {d:>8} {e:>8} {f:>9}");
+    }
+    let ratio = |i: usize, base: usize, k: usize| {
+        let pick = |x: ([u64; 3], [u64; 3])| if k == 0 { x.0 } else { x.1 };
+        let (v, b) = (pick(p[i]), pick(p[base]));
+        format!(
+            "p50 {:.2}x p99 {:.2}x p99.9 {:.2}x",
+            v[0] as f64 / b[0] as f64,
+            v[1] as f64 / b[1] as f64,
+            v[2] as f64 / b[2] as f64
+        )
+    };
+    for (label, h) in [
+        ("native<->native, untimed", &untimed[0]),
+        ("native<->guest, untimed", &untimed[1]),
+    ] {
+        let [d, e, f] = latency::percentiles(h);
         println!(
-            "  {label:<28} {:>7.0} {:>7.0} {:>8.0}",
-            col(0),
-            col(1),
-            col(2)
+            "  {label:<28} {:>8} {:>8} {:>9}   {d:>8} {e:>8} {f:>9}",
+            "-", "-", "-"
         );
     }
+    println!(
+        "  (untimed: spinning, 8-byte messages, so the pong end reads no clock; \
+         guest pong rtt/2 p50 {:.2}x the C spin's)",
+        latency::percentiles(&untimed[1])[0] as f64 / p[0].1[0] as f64
+    );
     for (i, pair) in ["native<->native", "native<->guest", "guest<->guest"]
         .into_iter()
         .enumerate()
     {
+        let (spin, block) = (2 + 2 * i, 3 + 2 * i);
         println!(
-            "  {pair}: spinning p50 {:.2}x the C spin baseline, blocking p50 {:.2}x the C futex baseline",
-            p50[2 + 2 * i] / p50[0],
-            p50[3 + 2 * i] / p50[1]
+            "  {pair}: spinning vs C spin: one-way {}, rtt/2 {}",
+            ratio(spin, 0, 0),
+            ratio(spin, 0, 1)
+        );
+        println!(
+            "  {pair}: blocking vs C futex: one-way {}, rtt/2 {}",
+            ratio(block, 1, 0),
+            ratio(block, 1, 1)
         );
     }
 }

@@ -22,6 +22,7 @@
 
 mod demo;
 mod devshm;
+mod latency;
 mod ls;
 mod rm;
 mod run;

@@ -102,6 +102,24 @@ impl RunArgs {
     }
 }
 
+/// The guest's WASI monotonic clock: the host's `CLOCK_MONOTONIC` as it
+/// is, not wasmtime-wasi's default (which counts from the guest's start),
+/// so that a timestamp one guest writes into a ring message means the same
+/// to a native process or a guest in another process: one-way latency
+/// between processes is measured that way. It reveals no more than the
+/// default clock does (the machine's uptime, give or take).
+struct HostMonotonic;
+
+impl wasmtime_wasi::HostMonotonicClock for HostMonotonic {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        shmgate_host::ring::monotonic_ns()
+    }
+}
+
 /// What a core module's store holds: WASI preview 1 and shmgate state.
 struct Host {
     wasi: WasiP1Ctx,
@@ -154,6 +172,7 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
         Engine::new(&config).map_err(|e| Failure::new(exit::SOFTWARE, format!("{e:#}")))?;
     let mut wasi = WasiCtxBuilder::new();
     wasi.inherit_stdio();
+    wasi.monotonic_clock(HostMonotonic);
     let program = args.guest.file_name().map_or_else(
         || args.guest.display().to_string(),
         |n| n.to_string_lossy().into_owned(),

@@ -15,7 +15,7 @@ use std::time::Instant;
 use shmgate_guest_artifacts::{RING_CONSUMER, RING_PING, RING_PONG, RING_PRODUCER};
 use tracing::info;
 
-use crate::{Failure, exit};
+use crate::{Failure, exit, latency};
 
 /// The C baselines' source.
 const BASELINES_C: &str = include_str!("../benches/c/baselines.c");
@@ -161,17 +161,6 @@ fn c_run(bin: &PathBuf, what: &str, n: u64) -> Option<String> {
     out.status.success().then(|| stdout(&out).trim().to_owned())
 }
 
-/// The per-mille quantiles after `quantiles:` in `text`.
-fn quantiles(text: &str) -> Option<Vec<f64>> {
-    let q: Vec<f64> = text
-        .split("quantiles:")
-        .nth(1)?
-        .split_whitespace()
-        .map(|w| w.parse().ok())
-        .collect::<Option<_>>()?;
-    (q.len() == 1000).then_some(q)
-}
-
 /// Draws the latency distributions (quantile curves, log scale) as an SVG.
 fn plot(path: &Path, curves: &[(&str, &[f64])]) -> Result<(), String> {
     use plotters::prelude::*;
@@ -183,7 +172,7 @@ fn plot(path: &Path, curves: &[(&str, &[f64])]) -> Result<(), String> {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "one-way latency, two processes, spinning (ping-pong / 2)",
+            "one-way latency, two processes, spinning (receiver's clock - send time)",
             ("sans-serif", 20),
         )
         .margin(12)
@@ -234,32 +223,34 @@ pub(crate) fn measure(ns: &str, plot_to: Option<&Path>) -> Result<String, Failur
         ns,
         true,
         RING_PING,
-        &["zc-ping", &ROUND_TRIPS.to_string(), "spin"],
+        &["zc-ping", &ROUND_TRIPS.to_string(), "spin", "64"],
     )?;
-    let (pinged, _) = pair(pong, ping)?;
-    let lat = stdout(&pinged);
+    let (pinged, ponged) = pair(pong, ping)?;
+    let no_samples = || {
+        Failure::new(
+            exit::FAILURE,
+            "demo failed: no latency samples from the ping-pong guests",
+        )
+    };
+    let guest_one_way = latency::parse(&stdout(&ponged), "one-way").ok_or_else(no_samples)?;
+    let guest_rtt = latency::parse(&stdout(&pinged), "half-rtt").ok_or_else(no_samples)?;
     let c_spin = c
         .as_ref()
-        .and_then(|c| c_run(c, "spin", u64::from(ROUND_TRIPS)));
-    let c_spin_q = c.as_ref().and_then(|c| {
-        let out = Command::new(c)
-            .args(["spin", &ROUND_TRIPS.to_string(), "q"])
-            .output()
-            .ok()?;
-        quantiles(&format!("quantiles: {}", stdout(&out)))
-    });
+        .and_then(|c| c_run(c, "spin", u64::from(ROUND_TRIPS)))
+        .and_then(|out| {
+            Some((
+                latency::parse(&out, "one-way")?,
+                latency::parse(&out, "half-rtt")?,
+            ))
+        });
     let mut plotted = None;
     if let Some(path) = plot_to {
-        let guest_q = quantiles(&lat).ok_or_else(|| {
-            Failure::new(
-                exit::FAILURE,
-                "demo failed: no quantiles from the ping guest",
-            )
-        })?;
-        let mut curves: Vec<(&str, &[f64])> = vec![("guest <-> guest, shmgate ring", &guest_q)];
-        if let Some(q) = &c_spin_q {
-            curves.push(("C spin ping-pong, one cache line", q));
+        let guest_q = latency::curve(&guest_one_way);
+        let mut curves: Vec<(&str, Vec<f64>)> = vec![("guest <-> guest, shmgate ring", guest_q)];
+        if let Some((one_way, _)) = &c_spin {
+            curves.push(("C spin ping-pong, one cache line", latency::curve(one_way)));
         }
+        let curves: Vec<(&str, &[f64])> = curves.iter().map(|(l, q)| (*l, q.as_slice())).collect();
         plot(path, &curves).map_err(|e| {
             Failure::new(
                 exit::CANTCREAT,
@@ -300,19 +291,34 @@ pub(crate) fn measure(ns: &str, plot_to: Option<&Path>) -> Result<String, Failur
         "  messages    {MESSAGES} of 64 bytes: {:.1} M msg/s; {c_ring}",
         msgs / 1e6
     );
-    let p = |label| number_after(&lat, label).map_or("?".to_owned(), |v| format!("{v:.0}"));
-    let c_spin = match c_spin.as_deref().map(|s| s.split(' ').collect::<Vec<_>>()) {
-        Some(v) if v.len() == 3 => format!(
-            "C spin ping-pong, same run: p50 {} ns, p99 {} ns",
-            v[0], v[1]
-        ),
-        _ => "C spin ping-pong: not measured".to_owned(),
+    let pct = |h: &hdrhistogram::Histogram<u64>| {
+        let [p50, p99, p999] = latency::percentiles(h);
+        format!("p50 {p50} ns, p99 {p99} ns, p99.9 {p999} ns")
     };
+    let c_line =
+        |h: Option<&hdrhistogram::Histogram<u64>>, g: &hdrhistogram::Histogram<u64>| match h {
+            Some(c) => format!(
+                "C spin ping-pong, same run: {} (p50 {:.2}x)",
+                pct(c),
+                latency::percentiles(g)[0] as f64 / latency::percentiles(c)[0] as f64
+            ),
+            None => "C spin ping-pong: not measured".to_owned(),
+        };
     let _ = writeln!(
         out,
-        "  latency     one-way, spinning, {ROUND_TRIPS} ping-pongs: p50 {} ns, p99 {} ns; {c_spin}",
-        p("p50 "),
-        p("p99 ")
+        "  latency     one-way (timestamp in the message), spinning, {ROUND_TRIPS} ping-pongs of 64-byte messages: {}",
+        pct(&guest_one_way)
+    );
+    let _ = writeln!(
+        out,
+        "              {}",
+        c_line(c_spin.as_ref().map(|c| &c.0), &guest_one_way)
+    );
+    let _ = writeln!(
+        out,
+        "              round trip / 2: {}; {}",
+        pct(&guest_rtt),
+        c_line(c_spin.as_ref().map(|c| &c.1), &guest_rtt)
     );
     let agree = if bulk_agree && msgs_agree {
         "computed by both guests of each stream: they agree"
@@ -343,8 +349,18 @@ mod tests {
         assert_eq!(number_after(got, "s: "), Some(12.5));
         assert_eq!(number_after(got, "MiB/s, "), Some(8.0));
         assert_eq!(word_after(got, "fnv1a-words "), Some("00ab"));
-        let lat = "ring_ping: p50 120 p99 300 p99.9 900 ns";
-        assert_eq!(number_after(lat, "p50 "), Some(120.0));
-        assert_eq!(number_after(lat, "p99 "), Some(300.0));
+    }
+
+    #[test]
+    fn parses_and_ranks_latency_samples() {
+        let text = "ring_pong: echoed 4 timed messages\nsamples one-way: 100 200 300 4000\n";
+        let h = latency::parse(text, "one-way").unwrap();
+        assert_eq!(h.len(), 4);
+        let [p50, p99, p999] = latency::percentiles(&h);
+        assert!((199..=201).contains(&p50), "{p50}");
+        assert!((3995..=4005).contains(&p99) && p999 >= p99, "{p99} {p999}");
+        assert!(latency::parse(text, "half-rtt").is_none());
+        assert!(latency::parse("samples one-way: 1 x", "one-way").is_none());
+        assert_eq!(latency::curve(&h).len(), 1000);
     }
 }

@@ -327,6 +327,21 @@ impl Drop for Segment {
     }
 }
 
+/// `clock_time_get(MONOTONIC)` (WASI) in nanoseconds: under `shmgate run`
+/// the host's `CLOCK_MONOTONIC` itself, the clock every process and every
+/// guest on the machine reads (`shmgate_host::ring::monotonic_ns` natively),
+/// so a timestamp written into a ring message by one end gives the other
+/// end the message's one-way latency. Other hosts may start the clock
+/// anywhere: compare only readings of one host then.
+///
+/// # Errors
+///
+/// `ENOSYS` outside wasm; `EINVAL` if the host refuses.
+#[doc(alias = "clock_time_get")]
+pub fn monotonic_ns() -> Result<u64, Errno> {
+    raw::monotonic_ns()
+}
+
 /// Removes the name `name` (the host must grant unlinking). Open segments
 /// stay usable.
 ///

@@ -53,6 +53,14 @@ mod imports {
             expected: i32,
         ) -> i64;
     }
+
+    #[link(wasm_import_module = "wasi_snapshot_preview1")]
+    unsafe extern "C" {
+        /// WASI's `clock_time_get`: writes the time in nanoseconds to
+        /// `time`, returns a WASI errno (0: success).
+        #[link_name = "clock_time_get"]
+        pub(super) fn wasi_clock_time_get(id: u32, precision: u64, time: *mut u64) -> u16;
+    }
 }
 
 #[cfg(not(all(target_family = "wasm", target_pointer_width = "32")))]
@@ -95,6 +103,26 @@ mod imports {
     }
     pub(super) unsafe fn shmgate_atomic32(_: i32, _: i64, _: i32, _: i32, _: i32) -> i64 {
         NOSYS
+    }
+    /// WASI's ENOSYS.
+    pub(super) unsafe fn wasi_clock_time_get(_: u32, _: u64, _: *mut u64) -> u16 {
+        52
+    }
+}
+
+/// WASI's clock id of the monotonic clock.
+const WASI_CLOCK_MONOTONIC: u32 = 1;
+
+/// WASI `clock_time_get` of the monotonic clock, in nanoseconds.
+pub(crate) fn monotonic_ns() -> Result<u64, Errno> {
+    let mut ns = 0u64;
+    // SAFETY: the import writes one u64 through the pointer, which points
+    // at a live local.
+    let err = unsafe { imports::wasi_clock_time_get(WASI_CLOCK_MONOTONIC, 1, &raw mut ns) };
+    match err {
+        0 => Ok(ns),
+        52 => Err(Errno::NOSYS),
+        _ => Err(Errno::INVAL),
     }
 }
 
@@ -281,6 +309,7 @@ impl Window {
         self.addr as *mut u8
     }
 
+    #[inline]
     fn check(&self, offset: usize, n: usize, align: usize) -> Result<usize, Errno> {
         match offset.checked_add(n) {
             Some(end) if end <= self.len && offset.is_multiple_of(align) => Ok(self.addr + offset),
@@ -295,6 +324,7 @@ impl Window {
     ///
     /// `EINVAL` out of bounds or unaligned; `EACCES` on a read-only window
     /// (a store would trap; use [`Window::load_u32`]).
+    #[inline]
     pub fn atomic_u32(&self, offset: usize) -> Result<&core::sync::atomic::AtomicU32, Errno> {
         if !self.writable {
             return Err(Errno::ACCES);
@@ -436,6 +466,7 @@ impl Window {
     /// # Errors
     ///
     /// `EINVAL` out of bounds or unaligned.
+    #[inline]
     pub fn load_u32(
         &self,
         offset: usize,
@@ -453,6 +484,7 @@ impl Window {
     /// # Errors
     ///
     /// `EINVAL` if the range is outside the window.
+    #[inline]
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<(), Errno> {
         let src = self.check(offset, buf.len(), 1)?;
         if buf.len() <= SMALL_COPY {
@@ -485,6 +517,7 @@ impl Window {
     /// # Errors
     ///
     /// `EACCES` on a read-only window, `EINVAL` out of bounds.
+    #[inline]
     pub fn write_at(&self, offset: usize, buf: &[u8]) -> Result<(), Errno> {
         if !self.writable {
             return Err(Errno::ACCES);

@@ -89,9 +89,19 @@ impl RingMemory for Region<'_> {
         Ok(())
     }
 
+    /// The protocol fences only between an atomic store and an atomic load
+    /// (store, fence, load: invariant 4 of [`shmgate_core::ring`]). Wasm's
+    /// atomic loads and stores are all sequentially consistent, so such a
+    /// store and load are already ordered when they run, and wasmtime
+    /// compiles the store with a full barrier on x86 (`mfence`); an
+    /// `atomic.fence` would add a second one per publication. The compiler
+    /// fence keeps LLVM from moving the load above the store, which it may
+    /// do to the `Release` store and `Relaxed` load the protocol asks for.
+    /// Without the `atomics` feature there is nothing to fence (see the
+    /// module documentation).
     #[inline]
     fn fence(&self) {
-        core::sync::atomic::fence(Ordering::SeqCst);
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
     }
 
     #[inline]

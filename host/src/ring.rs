@@ -38,6 +38,20 @@ pub use shmgate_core::ring::{DEFAULT_BATCH, Geometry, HEADER, WaitMode};
 
 use crate::{Errno, Error, Mapping, Op, sys};
 
+/// `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds: the clock for
+/// timestamps that travel in ring messages. Every process on the machine
+/// reads the same clock, and so do guests under `shmgate run`, whose WASI
+/// monotonic clock it is (`shmgate_guest::monotonic_ns`); so a receiver's
+/// `monotonic_ns() - timestamp` is the message's one-way latency.
+///
+/// # References
+///
+/// - [clock_gettime(2)](https://man7.org/linux/man-pages/man2/clock_gettime.2.html)
+#[doc(alias = "clock_gettime")]
+pub fn monotonic_ns() -> u64 {
+    sys::monotonic_ns()
+}
+
 /// The ring's region of a [`Mapping`], with its control words looked up
 /// once.
 #[derive(Debug)]

@@ -305,3 +305,53 @@ fn closing_and_reusing_descriptors_cannot_redirect() -> TestResult {
     assert!(stray.is_empty(), "created outside /dev/shm: {stray:?}");
     Ok(())
 }
+
+/// Why the open of an existing object keeps `O_NONBLOCK` (and so the
+/// `fcntl` that clears it afterwards), measured against the kernel rather
+/// than assumed. A FIFO alone would not need it for `RDWR`: Linux opens a
+/// FIFO read-write at once, blocking mode or not (fifo(7)); `RDONLY` would
+/// wait for a writer. But whoever owns an object can hold a lease on it
+/// (`F_SETLEASE`): a plain `RDWR` open then waits until the holder gives
+/// the lease up or `/proc/sys/fs/lease-break-time` (45 s by default)
+/// passes, while shmgate's open fails at once with `EAGAIN` (EWOULDBLOCK).
+#[test]
+fn nonblocking_open_defuses_fifos_and_leases() -> TestResult {
+    let mut cleanup = Cleanup::new();
+    let fifo = cleanup.name();
+    sys::mkfifo(&shm_path(&fifo), 0o600).map_err(|e| format!("mkfifo: {e}"))?;
+    // The kernel fact: RDWR on a FIFO does not block (the test would hang
+    // here, and the harness report it, if it did).
+    drop(sys::raw_open(&shm_path(&fifo), libc::O_RDWR)?);
+
+    let name = cleanup.name();
+    let seg = open(&name, RDWR | CREATE | EXCL, Mode::OWNER_RW)?;
+    seg.set_len(4096)?;
+    // A read lease, on a read-only description, as a hostile owner would
+    // hold it; breaking it signals us.
+    sys::ignore_sigio();
+    let holder = sys::raw_open(&shm_path(&name), libc::O_RDONLY)?;
+    drop(seg);
+    sys::set_lease(holder.as_fd(), libc::F_RDLCK).map_err(|e| format!("F_SETLEASE: {e}"))?;
+
+    // shmgate's open returns at once, refusing.
+    assert_eq!(
+        errno_of(open(&name, RDWR, Mode::OWNER_RW)),
+        Errno::AGAIN,
+        "an open under a lease must fail, not wait"
+    );
+    // A plain open blocks until the lease goes.
+    let (tx, rx) = mpsc::channel();
+    let path = shm_path(&name);
+    let waiter = std::thread::spawn(move || {
+        let _ = tx.send(sys::raw_open(&path, libc::O_RDWR).map(drop));
+    });
+    let blocked = rx.recv_timeout(Duration::from_millis(300)).is_err();
+    sys::set_lease(holder.as_fd(), libc::F_UNLCK).map_err(|e| format!("F_UNLCK: {e}"))?;
+    let released = rx.recv_timeout(Duration::from_secs(30));
+    waiter.join().expect("the waiting thread");
+    assert!(blocked, "a plain RDWR open did not wait for the lease");
+    assert!(matches!(released, Ok(Ok(()))), "{released:?}");
+    // With the lease gone shmgate opens as usual.
+    drop(open(&name, RDWR, Mode::OWNER_RW)?);
+    Ok(())
+}

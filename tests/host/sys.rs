@@ -177,3 +177,37 @@ impl Drop for Map {
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
+
+/// `fcntl(fd, F_SETLEASE, kind)` (`F_RDLCK`, `F_WRLCK` or `F_UNLCK`).
+#[allow(unsafe_code)]
+pub(crate) fn set_lease(fd: BorrowedFd<'_>, kind: libc::c_int) -> Result<(), Errno> {
+    // SAFETY: F_SETLEASE takes an integer and acts on the open file
+    // description of a descriptor that `fd` keeps open during the call.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLEASE, kind) };
+    if r == 0 { Ok(()) } else { Err(last_errno()) }
+}
+
+/// `signal(SIGIO, SIG_IGN)`: a lease break notifies the holder with `SIGIO`,
+/// whose default action would end the test process.
+#[allow(unsafe_code)]
+pub(crate) fn ignore_sigio() {
+    // SAFETY: ignoring a signal installs no handler code; nothing in the
+    // tests relies on SIGIO.
+    let old = unsafe { libc::signal(libc::SIGIO, libc::SIG_IGN) };
+    assert_ne!(old, libc::SIG_ERR, "signal(SIGIO): {}", last_errno());
+}
+
+/// `open(path, flags)` with libc, no flag added: how the kernel treats a
+/// plain open, for comparison with shmgate's.
+#[allow(unsafe_code)]
+pub(crate) fn raw_open(path: &Path, flags: libc::c_int) -> Result<OwnedFd, Errno> {
+    let c = c_string(path.as_os_str().as_bytes());
+    // SAFETY: `c` is a NUL-terminated string that outlives the call.
+    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(last_errno());
+    }
+    // SAFETY: `fd` was just returned by open: it is open and nothing else
+    // owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

@@ -6,8 +6,10 @@
  *   baselines spin N     ping-pong over one shared cache line, spinning
  *   baselines futex N    the same, the waiting side sleeping in the futex
  *
- * Ping-pongs print "p50 p99 p999" one-way nanoseconds (round trip / 2);
- * with a third argument `q`, the 1000 per-mille quantiles instead.
+ * Ping-pongs print every sample, in nanoseconds, on two lines for the
+ * caller's histogram: `samples one-way: ...` (the receiver's clock minus the
+ * send time carried in the message) and `samples half-rtt: ...` (round
+ * trip / 2).
  */
 #define _GNU_SOURCE
 #include <linux/futex.h>
@@ -92,59 +94,62 @@ static void fwake(_Atomic uint32_t *w) {
     syscall(SYS_futex, w, FUTEX_WAKE, 1, NULL, NULL, 0);
 }
 
-static int cmp(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
+static void print_samples(const char *label, const uint64_t *v, uint32_t n) {
+    printf("samples %s:", label);
+    for (uint32_t i = 0; i < n; i++) printf(" %llu", (unsigned long long)v[i]);
+    printf("\n");
+    fflush(stdout);
 }
 
-/* The parent stores odd values, the child answers with the next even one. */
-static int pingpong(uint32_t n, int block, int quantiles) {
+/* The parent stores odd values, the child answers with the next even one.
+ * The parent's send time travels beside the word, in the same cache line,
+ * so the child times the one-way trip (its clock read before it answers,
+ * as the ring's pong ends do); the parent times the round trip. */
+static int pingpong(uint32_t n, int block) {
     _Atomic uint32_t *w = shared(4096);
+    _Atomic uint64_t *sent = (_Atomic uint64_t *)((char *)w + 8);
     pid_t pid = fork();
     if (pid == 0) {
+        uint64_t *one_way = malloc(sizeof(uint64_t) * n);
         for (uint32_t i = 0; i < n; i++) {
             uint32_t want = 2 * i + 1, v;
             while ((v = atomic_load(w)) != want) {
                 if (block) fwait(w, v);
             }
+            uint64_t now = now_ns();
+            one_way[i] = now - atomic_load_explicit(sent, memory_order_relaxed);
             atomic_store(w, want + 1);
             if (block) fwake(w);
         }
+        print_samples("one-way", one_way, n);
         _exit(0);
     }
-    uint64_t *rtt = malloc(sizeof(uint64_t) * n);
+    uint64_t *half_rtt = malloc(sizeof(uint64_t) * n);
     for (uint32_t i = 0; i < n; i++) {
         uint64_t t0 = now_ns();
         uint32_t want = 2 * i + 2, v;
+        atomic_store_explicit(sent, t0, memory_order_relaxed);
         atomic_store(w, want - 1);
         if (block) fwake(w);
         while ((v = atomic_load(w)) != want) {
             if (block) fwait(w, v);
         }
-        rtt[i] = now_ns() - t0;
+        half_rtt[i] = (now_ns() - t0) / 2;
     }
-    waitpid(pid, NULL, 0);
-    qsort(rtt, n, sizeof *rtt, cmp);
-    if (quantiles) {
-        for (uint64_t q = 0; q < 1000; q++)
-            printf("%llu%c", (unsigned long long)rtt[q * n / 1000] / 2, q == 999 ? '\n' : ' ');
-        return 0;
-    }
-    printf("%llu %llu %llu\n", (unsigned long long)rtt[n / 2] / 2,
-           (unsigned long long)rtt[(uint64_t)n * 99 / 100] / 2,
-           (unsigned long long)rtt[(uint64_t)n * 999 / 1000] / 2);
-    return 0;
+    int status;
+    waitpid(pid, &status, 0);
+    print_samples("half-rtt", half_rtt, n);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3 && !(argc == 4 && !strcmp(argv[3], "q"))) {
-        fprintf(stderr, "usage: baselines ring|spin|futex N [q]\n");
+    if (argc != 3) {
+        fprintf(stderr, "usage: baselines ring|spin|futex N\n");
         return 64;
     }
-    int q = argc == 4;
     uint32_t n = (uint32_t)strtoul(argv[2], NULL, 10);
     if (!strcmp(argv[1], "ring")) return ring(n);
-    if (!strcmp(argv[1], "spin")) return pingpong(n, 0, q);
-    if (!strcmp(argv[1], "futex")) return pingpong(n, 1, q);
+    if (!strcmp(argv[1], "spin")) return pingpong(n, 0);
+    if (!strcmp(argv[1], "futex")) return pingpong(n, 1);
     return 64;
 }

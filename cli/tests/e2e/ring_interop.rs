@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shmgate_guest_artifacts::{RING_CONSUMER, RING_PRODUCER};
+use shmgate_guest_artifacts::{RING_CONSUMER, RING_PONG, RING_PRODUCER};
 use shmgate_host::{Segment, ring};
 
 use crate::common::{Namespace, SHMGATE, text};
@@ -130,4 +130,68 @@ fn guest_producer_to_native_consumer() {
     assert!(out.status.success(), "producer: {}", text(&out));
     assert_eq!(next, COUNT);
     assert_eq!(guest_sum(&String::from_utf8_lossy(&out.stdout)), sum);
+}
+
+/// Timestamps cross the process boundary: this process sends timed
+/// messages to a `ring_pong` guest, which echoes them (native to guest and
+/// back over two rings) and reports each one's one-way trip, its monotonic
+/// clock minus the send time we wrote with `ring::monotonic_ns`. Under
+/// `shmgate run` the guest's WASI clock is the host's `CLOCK_MONOTONIC`, so
+/// every one-way trip is positive and shorter than its round trip (with
+/// wasmtime-wasi's default clock, counting from the guest's start, they
+/// would all be far off).
+#[test]
+fn timestamps_mean_the_same_to_a_native_end_and_a_guest() {
+    const TIMED: u64 = 2_000;
+    let ns = Namespace::new("ring-clock");
+    let seg = Segment::create_new(ns.host_name("ping"), 128 << 10).unwrap();
+    let map = seg.map().unwrap();
+    let mut tx = ring::Producer::create(&map, 0..64 << 10, 24).unwrap();
+    let pong = Command::new(SHMGATE)
+        .arg("run")
+        .args(grant(&ns))
+        .args([RING_PONG, "--", "ping", "block", "120"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the guest pong");
+    tx.wait_for_consumer(Duration::from_secs(120)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut rx = loop {
+        if let Ok(rx) = ring::Consumer::attach(&map, 64 << 10..128 << 10) {
+            break rx;
+        }
+        assert!(Instant::now() < deadline, "the guest never made its ring");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    tx.set_batch(1);
+    let mut longest = 0;
+    let mut buf = [0; 20];
+    for i in 0..TIMED {
+        let sent = ring::monotonic_ns();
+        let mut msg = [0; 16];
+        msg[..8].copy_from_slice(&i.to_le_bytes());
+        msg[8..].copy_from_slice(&sent.to_le_bytes());
+        tx.send(&msg).unwrap();
+        assert_eq!(rx.recv(&mut buf).unwrap(), Some(16));
+        longest = longest.max(ring::monotonic_ns() - sent);
+        assert_eq!(buf[..16], msg);
+    }
+    tx.close().unwrap();
+    let out = pong.wait_with_output().unwrap();
+    assert!(out.status.success(), "pong: {}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    let one_way: Vec<u64> = said
+        .lines()
+        .find_map(|l| l.strip_prefix("samples one-way:"))
+        .unwrap_or_else(|| panic!("no samples in {said:.200}"))
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect();
+    assert_eq!(one_way.len() as u64, TIMED);
+    // `ring_pong` clamps a negative trip (a clock behind ours) to 0.
+    assert!(
+        one_way.iter().all(|&t| t > 0 && t <= longest),
+        "{longest} {one_way:?}"
+    );
 }

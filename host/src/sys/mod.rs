@@ -50,8 +50,17 @@ fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> Result<T, Errno> {
 ///
 /// `O_NOFOLLOW` makes a planted symlink (dangling or not) `ELOOP`, so
 /// nothing outside `/dev/shm` is opened or created. `O_NONBLOCK` makes a
-/// planted FIFO open at once instead of blocking; the `fstat` then refuses
-/// it. `O_NOCTTY` keeps a planted terminal from becoming ours.
+/// planted FIFO open at once instead of blocking (a `RDONLY` open of a FIFO
+/// waits for a writer; `RDWR` would not, on Linux); the `fstat` then
+/// refuses it. It also makes an object whose owner holds a lease on it
+/// (`F_SETLEASE`) fail with `EAGAIN` at once, where a blocking open waits
+/// until the lease is given up or the lease-break time (45 s by default)
+/// passes: so it stays for `RDWR` too, and with it the `fcntl` that clears
+/// it (the `nonblocking_open_defuses_fifos_and_leases` hazard test).
+/// `O_NOCTTY` keeps a planted terminal from becoming ours. A socket cannot
+/// be opened at all (`ENXIO`); device nodes need `CAP_MKNOD` to be made in
+/// `/dev/shm` (no hard link crosses into its tmpfs) and are refused by the
+/// `fstat` after an open that `O_NONBLOCK` keeps from waiting.
 ///
 /// With `CREATE | EXCL` the open succeeds only by creating a new regular
 /// file (any existing entry, a symlink included, is `EEXIST`), so there is
@@ -281,6 +290,15 @@ impl Drop for RawMapping {
 }
 
 /// The system page size, for mapping offsets.
+/// `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds.
+pub(crate) fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    // CLOCK_MONOTONIC is never negative.
+    let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(t.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
+
 pub(crate) fn page_size() -> usize {
     rustix::param::page_size()
 }

@@ -500,15 +500,59 @@ impl ShmCtx {
 
     /// `notify`: wakes up to `count` waiters (as unsigned; `-1` wakes all)
     /// on the shared word at `offset`, in any process.
+    ///
+    /// A waiter is waiting for this call, so when the word's page is
+    /// already mapped (an earlier call) and intact, the waiters are woken
+    /// first and the bounds looked up after (an `fstat`, which costs as much
+    /// as the wake itself): the call still fails with `ENXIO` for a word
+    /// past the end of the segment, having woken its waiters early, which
+    /// waiters must allow for anyway (spurious wake-ups). Otherwise the
+    /// bounds are checked before anything is mapped, as in `wait32`.
     pub(crate) fn notify(&mut self, handle: i32, offset: i64, count: i32) -> Result<usize, Errno> {
+        let count = (count as u32).min(i32::MAX as u32);
+        if let Some(woken) = self.notify_mapped(handle, offset, count)? {
+            return woken;
+        }
         let (guard, within) = self.futex_word(handle, offset)?;
         let word = guard.raw().atomic_u32(within)?;
-        let woken = sys::futex_wake(word, (count as u32).min(i32::MAX as u32))?;
+        let woken = sys::futex_wake(word, count)?;
         if guard.intact() {
             Ok(woken)
         } else {
             Err(Errno::NXIO)
         }
+    }
+
+    /// `notify` through a page mapped by an earlier call: `None` if there
+    /// is none (or it is no longer intact).
+    fn notify_mapped(
+        &self,
+        handle: i32,
+        offset: i64,
+        count: u32,
+    ) -> Result<Option<Result<usize, Errno>>, Errno> {
+        let entry = self.table.get(handle)?;
+        let offset = u64::try_from(offset).map_err(|_| Errno::INVAL)?;
+        if offset % 4 != 0 {
+            return Err(Errno::INVAL);
+        }
+        let page = sys::page_size() as u64;
+        let page_start = offset - offset % page;
+        let within = usize::try_from(offset - page_start).map_err(|_| Errno::INVAL)?;
+        let Some(guard) = self
+            .futex_pages
+            .get(&(handle, page_start))
+            .filter(|m| m.intact())
+        else {
+            return Ok(None);
+        };
+        let woken = sys::futex_wake(guard.raw().atomic_u32(within)?, count);
+        // The same bounds as `futex_word`, now.
+        let size = entry.seg.len().map_err(|e| e.errno())?;
+        if offset.checked_add(4).is_none_or(|end| end > size) || !guard.intact() {
+            return Ok(Some(Err(Errno::NXIO)));
+        }
+        Ok(Some(woken))
     }
 
     /// `atomic32`: an atomic operation on the shared `u32` at `offset`,

@@ -112,6 +112,36 @@ fn waits_are_bounded_by_the_embedder() {
     stopper.join().unwrap();
 }
 
+/// `notify` through a page an earlier call mapped wakes before it looks
+/// the segment's size up, but a word the segment no longer holds is still
+/// `ENXIO`: past a shrunk end inside the same page, and on a page the
+/// shrink cut off.
+#[test]
+fn notify_past_a_shrunk_end_is_enxio() {
+    init();
+    let ns = Ns::new();
+    let seg = OpenOptions::new()
+        .size(2 * PAGE as u64)
+        .open_owned(ns.name("w"))
+        .unwrap();
+    let mut g = Guest::new(policy(&ns).build().unwrap());
+    let h = g.open("w", 1);
+    assert!(h >= 0, "open: {h}");
+    let notify = |g: &mut Guest, offset: i64| {
+        g.call::<(i32, i64, i32), i64>("notify", (h as i32, offset, 1))
+    };
+    let word = PAGE as i64 + 8;
+    assert_eq!(notify(&mut g, word), 0); // maps the second page
+    seg.set_len(PAGE as u64 + 8).unwrap();
+    assert_eq!(notify(&mut g, word), Errno::NXIO.to_wire());
+    assert_eq!(notify(&mut g, word - 4), 0);
+    seg.set_len(PAGE as u64).unwrap();
+    assert_eq!(notify(&mut g, word - 4), Errno::NXIO.to_wire());
+    assert_eq!(notify(&mut g, 8), 0);
+    seg.set_len(2 * PAGE as u64).unwrap();
+    assert_eq!(notify(&mut g, word), 0);
+}
+
 /// `notify` on many pages keeps a bounded number of host mappings (a
 /// guest must not be able to exhaust `vm.max_map_count`), and a page
 /// first used while the segment was small still works after it grows.

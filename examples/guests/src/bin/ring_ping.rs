@@ -1,23 +1,29 @@
 //! Ring ping guest: creates segment NAME (128 KiB) with ring A in its first
 //! 64 KiB, waits for a pong end (native or guest) to create ring B in the
-//! second, then sends COUNT 8-byte messages one at a time, each answered
-//! before the next, and prints one-way latency percentiles (round trip / 2,
-//! the guest's monotonic clock): `p50 P p99 P p99.9 P ns`, then a line
-//! `quantiles:` with the 1000 per-mille quantiles.
+//! second, then sends COUNT messages of SIZE bytes (16 to 64, default 16: a
+//! number, then the send time
+//! on the monotonic clock, which `shmgate run` makes the host's
+//! `CLOCK_MONOTONIC`, so the pong end can time the one-way trip) one at a
+//! time, each answered before the next. Prints every round trip / 2 in
+//! nanoseconds on one line, `samples half-rtt: N N ...`, for the caller's
+//! histogram.
 //!
-//! Usage (grant: create and windows): `ring_ping NAME COUNT spin|block`
+//! Usage (grant: create and windows): `ring_ping NAME COUNT spin|block [SIZE]`
 
 use std::time::{Duration, Instant};
 
 use shmgate_guest::ring::{Consumer, Producer, WaitMode};
-use shmgate_guest::{Errno, Prot, Segment};
+use shmgate_guest::{Errno, Prot, Segment, monotonic_ns};
 
 const HALF: u64 = 64 << 10;
+/// The largest message, and the slot size that holds it.
+const MAX: usize = 64;
+const SLOT: usize = 72;
 
-fn run(name: &str, count: usize, mode: WaitMode) -> Result<Vec<u64>, Errno> {
+fn run(name: &str, count: usize, mode: WaitMode, size: usize) -> Result<Vec<u64>, Errno> {
     let seg = Segment::create(name, 2 * HALF)?;
     let (win_a, win_b) = (seg.map(0..HALF, Prot::ReadWrite)?, seg.map(HALF..2 * HALF, Prot::ReadWrite)?);
-    let mut tx = Producer::create(&seg, &win_a, 0, 16)?;
+    let mut tx = Producer::create(&seg, &win_a, 0, SLOT)?;
     tx.wait_for_consumer(Duration::from_secs(120))?;
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut rx = loop {
@@ -31,20 +37,22 @@ fn run(name: &str, count: usize, mode: WaitMode) -> Result<Vec<u64>, Errno> {
     tx.set_wait_mode(mode);
     rx.set_wait_mode(mode);
     let mut samples = Vec::with_capacity(count);
-    let mut buf = [0; 12];
+    let mut msg = [0x5a; MAX];
+    let mut buf = [0; MAX];
     for i in 0..count as u64 {
-        let t0 = Instant::now();
-        tx.send(&i.to_le_bytes())?;
+        let t0 = monotonic_ns()?;
+        msg[..8].copy_from_slice(&i.to_le_bytes());
+        msg[8..16].copy_from_slice(&t0.to_le_bytes());
+        tx.send(&msg[..size])?;
         let n = rx.recv(&mut buf)?;
-        let rtt = t0.elapsed();
-        if n != Some(8) || buf[..8] != i.to_le_bytes() {
+        let rtt = monotonic_ns()?.saturating_sub(t0);
+        if n != Some(size) || buf[..size] != msg[..size] {
             return Err(Errno::IO);
         }
-        samples.push((rtt.as_nanos() / 2) as u64);
+        samples.push(rtt / 2);
     }
     tx.close()?;
-    samples.sort_unstable();
-    Ok((0..1000).map(|q| samples[(samples.len() * q / 1000).min(samples.len() - 1)]).collect())
+    Ok(samples)
 }
 
 fn main() {
@@ -56,17 +64,20 @@ fn main() {
             "block" => WaitMode::BLOCK,
             _ => return None,
         };
-        Some((args.get(1)?.clone(), count, mode))
+        let size = match args.get(4) {
+            Some(s) => s.parse().ok().filter(|s| (16..=MAX).contains(s))?,
+            None => 16,
+        };
+        Some((args.get(1)?.clone(), count, mode, size))
     })();
-    let Some((name, count, mode)) = parsed else {
-        eprintln!("usage: ring_ping NAME COUNT spin|block");
+    let Some((name, count, mode, size)) = parsed else {
+        eprintln!("usage: ring_ping NAME COUNT spin|block [SIZE 16..=64]");
         std::process::exit(64);
     };
-    match run(&name, count, mode) {
-        Ok(q) => {
-            println!("ring_ping: p50 {} p99 {} p99.9 {} ns", q[500], q[990], q[999]);
-            let all: Vec<String> = q.iter().map(u64::to_string).collect();
-            println!("quantiles: {}", all.join(" "));
+    match run(&name, count, mode, size) {
+        Ok(samples) => {
+            let all: Vec<String> = samples.iter().map(u64::to_string).collect();
+            println!("samples half-rtt: {}", all.join(" "));
         }
         Err(e) => {
             eprintln!("ring_ping: {e}");

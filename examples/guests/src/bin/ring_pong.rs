@@ -1,17 +1,21 @@
 //! Ring pong guest: opens segment NAME (128 KiB, made by a ping end, native
 //! or guest), consumes ring A in its first 64 KiB and creates ring B in the
-//! second, and echoes every message from A to B until A closes.
+//! second (slots for messages of up to 64 bytes), and echoes every message
+//! from A to B until A closes. Messages of 16 bytes or more carry their
+//! send time (monotonic clock) in bytes 8..16: for those it prints the
+//! one-way latency of each, now minus that time taken before echoing, as
+//! `samples one-way: N N ...`.
 //!
 //! Usage (grant: read-write and windows): `ring_pong NAME spin|block TIMEOUT_SECS`
 
 use std::time::{Duration, Instant};
 
 use shmgate_guest::ring::{Consumer, Producer, WaitMode};
-use shmgate_guest::{Errno, OpenOptions, Prot, Segment};
+use shmgate_guest::{Errno, OpenOptions, Prot, Segment, monotonic_ns};
 
 const HALF: u64 = 64 << 10;
 
-fn run(name: &str, mode: WaitMode, timeout: Duration) -> Result<u64, Errno> {
+fn run(name: &str, mode: WaitMode, timeout: Duration) -> Result<Vec<u64>, Errno> {
     let deadline = Instant::now() + timeout;
     let seg = loop {
         match Segment::open(name, &OpenOptions::new().read_write(true)) {
@@ -31,17 +35,21 @@ fn run(name: &str, mode: WaitMode, timeout: Duration) -> Result<u64, Errno> {
             Err(e) => return Err(e),
         }
     };
-    let mut tx = Producer::create(&seg, &win_b, HALF, 16)?;
+    let mut tx = Producer::create(&seg, &win_b, HALF, 72)?;
     tx.set_batch(1);
     tx.set_wait_mode(mode);
     rx.set_wait_mode(mode);
-    let mut buf = [0; 12];
-    let mut n = 0;
+    let mut buf = [0; 68];
+    let mut one_way = Vec::new();
     while let Some(len) = rx.recv(&mut buf)? {
+        if len >= 16 {
+            let now = monotonic_ns()?;
+            let sent = u64::from_le_bytes(buf[8..16].try_into().map_err(|_| Errno::INVAL)?);
+            one_way.push(now.saturating_sub(sent));
+        }
         tx.send(&buf[..len])?;
-        n += 1;
     }
-    Ok(n)
+    Ok(one_way)
 }
 
 fn main() {
@@ -60,7 +68,11 @@ fn main() {
         std::process::exit(64);
     };
     match run(&name, mode, timeout) {
-        Ok(n) => println!("ring_pong: echoed {n} messages"),
+        Ok(one_way) => {
+            println!("ring_pong: echoed {} timed messages", one_way.len());
+            let all: Vec<String> = one_way.iter().map(u64::to_string).collect();
+            println!("samples one-way: {}", all.join(" "));
+        }
         Err(e) => {
             eprintln!("ring_pong: {e}");
             std::process::exit(1);

@@ -204,8 +204,8 @@ fn with_name<T: 'static, R>(
 /// [`ShmCtx`] in its data, as wasmtime-wasi's `add_to_linker` does.
 ///
 /// `wait32` blocks the calling thread (at most the policy's `max_wait`).
-/// In an engine with `Config::async_support(true)` on an async runtime,
-/// use [`add_to_linker_async`] instead.
+/// For guests run on an async runtime (`call_async`), use
+/// [`add_to_linker_async`] instead.
 ///
 /// # Errors
 ///
@@ -233,10 +233,10 @@ pub fn add_to_linker<T: 'static>(
     Ok(())
 }
 
-/// Adds the `shmgate_v1` functions to `linker` for an engine with
-/// `Config::async_support(true)` (guests run with `call_async` on tokio
-/// or any other executor): as [`add_to_linker`], but `wait32` does not
-/// block the executor thread. Its future waits in the kernel, in one
+/// Adds the `shmgate_v1` functions to `linker` for async embedders
+/// (guests run with `instantiate_async`/`call_async` on tokio or any other
+/// executor; wasmtime 48 needs no `Config::async_support` for that): as
+/// [`add_to_linker`], but `wait32` does not block the executor thread. Its future waits in the kernel, in one
 /// `IORING_OP_FUTEX_WAITV` per wait on an io_uring driven by one reactor
 /// thread (Linux 6.7+), or on a small thread of its own where io_uring is
 /// unavailable or disabled ([`async_wait_engine`] tells which). The guest
@@ -249,8 +249,7 @@ pub fn add_to_linker<T: 'static>(
 ///
 /// # Errors
 ///
-/// If the linker already defines one of the names (and shadowing is off),
-/// or its engine was not configured with `async_support(true)`.
+/// If the linker already defines one of the names (and shadowing is off).
 pub fn add_to_linker_async<T: Send + 'static>(
     linker: &mut Linker<T>,
     get: impl Fn(&mut T) -> &mut ShmCtx + Copy + Send + Sync + 'static,

@@ -247,6 +247,31 @@ pub fn add_to_linker<T: 'static>(
 /// The other functions do not block and are the same as in
 /// [`add_to_linker`].
 ///
+/// # Examples
+///
+/// ```no_run
+/// use shmgate_host::wasm::{ShmCtx, ShmPolicy, add_to_linker_async};
+/// use wasmtime::{Engine, Linker, Module, Store};
+///
+/// struct Host { shm: ShmCtx }
+///
+/// async fn serve() -> wasmtime::Result<()> {
+///     let engine = Engine::default();
+///     let mut linker = Linker::<Host>::new(&engine);
+///     add_to_linker_async(&mut linker, |h: &mut Host| &mut h.shm)?;
+///     let policy = ShmPolicy::builder().namespace("tenant-a.").build()?;
+///     let mut store = Store::new(&engine, Host { shm: ShmCtx::new(policy) });
+///     let stop = store.data().shm.interrupt_handle(); // ends its waits (EINTR)
+///     let module = Module::from_file(&engine, "guest.wasm")?;
+///     let instance = linker.instantiate_async(&mut store, &module).await?;
+///     let main = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+///     tokio::spawn(async move { main.call_async(&mut store, ()).await });
+///     // ... on shutdown:
+///     stop.interrupt();
+///     Ok(())
+/// }
+/// ```
+///
 /// # Errors
 ///
 /// If the linker already defines one of the names (and shadowing is off).

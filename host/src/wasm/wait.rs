@@ -707,3 +707,86 @@ fn arm(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::task::Wake;
+
+    use super::*;
+    use crate::wasm::{ShmCtx, ShmPolicy};
+
+    struct Unpark(std::thread::Thread);
+
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        Pin::new(f).poll(&mut Context::from_waker(&waker))
+    }
+
+    fn block_on<F: Future + Unpin>(mut f: F) -> F::Output {
+        loop {
+            if let Poll::Ready(v) = poll_once(&mut f) {
+                return v;
+            }
+            std::thread::park_timeout(Duration::from_millis(100));
+        }
+    }
+
+    /// Removes the test's segment on drop, pass or fail.
+    struct Scope(String);
+
+    impl Drop for Scope {
+        fn drop(&mut self) {
+            let _ = crate::unlink(format!("{}w", self.0));
+        }
+    }
+
+    /// The future owns the word's mapping: closing the handle and dropping
+    /// the store (its `ShmCtx`) while it waits changes nothing, and a
+    /// `notify` through another store still wakes it.
+    #[test]
+    fn a_wait_outlives_its_handle_and_store() {
+        let scope = Scope(format!("shmgate-ut-async-{}.", std::process::id()));
+        let policy = || {
+            ShmPolicy::builder()
+                .namespace(&scope.0)
+                .allow_create(true)
+                .max_wait(Duration::from_secs(600))
+                .build()
+                .unwrap()
+        };
+        let mut ctx = ShmCtx::new(policy());
+        let h = i32::try_from(ctx.open(b"w", 3, 0o600).unwrap()).unwrap();
+        ctx.set_size(h, 4096).unwrap();
+        let mut fut = ctx.wait32_async(h, 8, 0, -1);
+        assert!(poll_once(&mut fut).is_pending());
+        ctx.close(h).unwrap();
+        drop(ctx);
+        let mut other = ShmCtx::new(policy());
+        let h = i32::try_from(other.open(b"w", 1, 0).unwrap()).unwrap();
+        // The engine arms the wait on its own thread: notify until it has.
+        let mut woken = 0;
+        for _ in 0..60_000 {
+            woken = other.notify(h, 8, 1).unwrap();
+            if woken == 1 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(woken, 1);
+        assert_eq!(block_on(fut), Ok(()));
+    }
+
+    /// A plan that fails its checks gives its error at once.
+    #[test]
+    fn a_failed_check_is_ready_at_once() {
+        let mut ctx = ShmCtx::new(ShmPolicy::builder().build().unwrap());
+        let mut fut = ctx.wait32_async(12345, 0, 0, -1);
+        assert_eq!(poll_once(&mut fut), Poll::Ready(Err(Errno::BADF)));
+    }
+}

@@ -182,13 +182,16 @@ fn policy(ns: &Ns) -> shmgate_host::wasm::ShmPolicyBuilder {
     ShmPolicy::builder().namespace(&ns.0)
 }
 
-/// Waits (bounded, so a bug fails instead of hanging) until `cond`.
+/// Waits (bounded, so a bug fails instead of hanging) until `cond`. It
+/// sleeps the thread, not the runtime's timer: the suite runs in
+/// `block_on` on the test's own thread, which is not one of the two
+/// workers, and a timer would never fire if the workers were blocked.
 async fn until(what: &str, cond: impl Fn() -> bool) {
     for _ in 0..60_000 {
         if cond() {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        std::thread::sleep(Duration::from_millis(1));
     }
     panic!(
         "never: {what} (pending async waits: {})",
@@ -204,16 +207,29 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Shuts the runtime down without waiting for its workers, so a failing
+/// case whose wait blocked a worker fails at once instead of after the
+/// wait's `max_wait`.
+struct Rt(Option<tokio::runtime::Runtime>);
+
+impl Drop for Rt {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// Every case, one after the other.
 fn suite() {
     init();
-    let rt = runtime();
-    rt.block_on(async {
+    let rt = Rt(Some(runtime()));
+    rt.0.as_ref().unwrap().block_on(async {
         same_results_as_sync().await;
+        thousand_waiters_leave_the_runtime_free().await;
         interrupt_wakes_a_pending_wait().await;
         max_wait_bounds_a_wait().await;
         dropping_the_future_cancels_the_kernel_wait().await;
-        thousand_waiters_leave_the_runtime_free().await;
     });
     assert_eq!(pending_async_waits(), 0);
 }
@@ -372,13 +388,15 @@ async fn thousand_waiters_leave_the_runtime_free() {
             .build()
             .unwrap()
     };
+    let started = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicUsize::new(0));
     let mut waiters = Vec::with_capacity(N);
     for i in 0..N {
         let mut g = AGuest::new(grant()).await;
         let h = g.open("w", 0).await;
-        let finished = Arc::clone(&finished);
+        let (started, finished) = (Arc::clone(&started), Arc::clone(&finished));
         waiters.push(tokio::spawn(async move {
+            started.fetch_add(1, Ordering::SeqCst);
             // Word i (distinct per guest) holds 0, and nobody changes it:
             // only a notify of word i can end this wait with 0.
             let r = g.wait(h, 4 * i as i64, 0, -1).await;
@@ -386,6 +404,12 @@ async fn thousand_waiters_leave_the_runtime_free() {
             r
         }));
     }
+    // Every waiter task got to run (a wait that blocked its worker would
+    // keep all but two from starting), and every wait is in the kernel.
+    until("1,000 waiter tasks ran", || {
+        started.load(Ordering::SeqCst) == N
+    })
+    .await;
     until("1,000 waits are armed", || pending_async_waits() == N).await;
     if async_wait_engine() == AsyncWaitEngine::IoUring {
         let threads = std::fs::read_dir("/proc/self/task").unwrap().count();
@@ -394,9 +418,9 @@ async fn thousand_waiters_leave_the_runtime_free() {
     // The computing guest, on the same runtime, while all 1,000 wait.
     let mut c = AGuest::new(grant()).await;
     const ROUNDS: i64 = 20_000_000;
-    let computed = tokio::spawn(async move { c.call::<i64, i64>("spin", ROUNDS).await })
-        .await
-        .unwrap();
+    let compute = tokio::spawn(async move { c.call::<i64, i64>("spin", ROUNDS).await });
+    until("the computing guest finishes", || compute.is_finished()).await;
+    let computed = compute.await.unwrap();
     assert_eq!(computed, spin_native(ROUNDS));
     assert_eq!(
         finished.load(Ordering::SeqCst),

@@ -45,15 +45,11 @@
 //!    and wakes the fallback's cancel word). The wait then completes with
 //!    `ECANCELED`, the reactor drops its `Op`, and the kernel holds no
 //!    waiter for it: a later `notify` of the word wakes nobody.
-//! 3. **No lost submission.** The reactor reads the doorbell word, then
-//!    drains the request queue, then (re)arms a private `FUTEX_WAITV` on
-//!    the doorbell with the value it read, and sleeps in `io_uring_enter`.
-//!    A submitter pushes under the queue's lock and, if the queue was
-//!    empty, increments the doorbell and wakes it after: either the
-//!    reactor's read saw the increment (its drain finds the request), or
-//!    the armed doorbell wait sees a changed value (`EAGAIN`) or the wake.
-//!    A push onto a non-empty queue needs no wake-up: the drain that takes
-//!    the earlier request takes this one too.
+//! 3. **No lost submission.** Requests reach the reactor through a queue
+//!    and a doorbell futex word that the reactor keeps a `FUTEX_WAITV`
+//!    armed on; the protocol, and why no request is left queued while the
+//!    reactor sleeps, are in `sys/window/doorbell.rs`, model-checked with
+//!    loom.
 //! 4. **Each completion is delivered once.** An `Op`'s result is set once
 //!    under its mutex, together with taking the waker; the future reads it
 //!    under the same mutex, so a wake-up between its check and its
@@ -82,6 +78,7 @@ use shmgate_core::Errno;
 use super::ctx::Interrupt;
 use crate::sys;
 use crate::sys::uring::{FUTEX2_PRIVATE, FUTEX2_SIZE_U32, FutexWaitv, Ring, Sqe};
+use crate::sys::window::doorbell::Doorbell;
 use crate::sys::window::guarded::GuardedMapping;
 use crate::sys::window::wait::{Woke, wait_either};
 
@@ -419,10 +416,10 @@ enum Engine {
     Threads,
 }
 
-/// What submitters share with the reactor thread.
+/// What submitters share with the reactor thread: the request queue and
+/// its doorbell (protocol and model check in `sys/window/doorbell.rs`).
 struct Reactor {
-    queue: Mutex<Vec<Request>>,
-    doorbell: AtomicU32,
+    bell: Doorbell<Request>,
 }
 
 enum Request {
@@ -520,8 +517,7 @@ impl Reactor {
     /// `IORING_OP_FUTEX_WAITV` works before reporting success.
     fn start() -> Result<Arc<Reactor>, Errno> {
         let reactor = Arc::new(Reactor {
-            queue: Mutex::new(Vec::new()),
-            doorbell: AtomicU32::new(0),
+            bell: Doorbell::new(),
         });
         let (tx, rx) = mpsc::channel();
         let shared = Arc::clone(&reactor);
@@ -548,15 +544,8 @@ impl Reactor {
     /// Queues a request and rings the doorbell if the queue was empty
     /// (invariant 3).
     fn request(&self, req: Request) {
-        let was_empty = {
-            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            let was_empty = q.is_empty();
-            q.push(req);
-            was_empty
-        };
-        if was_empty {
-            self.doorbell.fetch_add(1, Ordering::SeqCst);
-            crate::sys::window::wait::wake_private(&self.doorbell);
+        if self.bell.push(req) {
+            crate::sys::window::wait::wake_private(self.bell.word());
         }
     }
 }
@@ -612,15 +601,13 @@ fn run(reactor: &Reactor, mut ring: Ring) {
     let mut table: HashMap<u64, Armed> = HashMap::new();
     let mut bell = [FutexWaitv {
         val: 0,
-        uaddr: reactor.doorbell.as_ptr() as u64,
+        uaddr: reactor.bell.word().as_ptr() as u64,
         flags: FUTEX2_SIZE_U32 | FUTEX2_PRIVATE,
         reserved: 0,
     }];
     let mut bell_armed = false;
     loop {
-        let rung = reactor.doorbell.load(Ordering::SeqCst);
-        let requests =
-            std::mem::take(&mut *reactor.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        let (rung, requests) = reactor.bell.drain();
         let mut failed = Ok(());
         for req in requests {
             let r = match req {

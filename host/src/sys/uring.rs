@@ -7,9 +7,10 @@
 //! is no longer valid gives `EFAULT` in a completion, never memory
 //! corruption. That is what keeps [`Ring::push`] safe.
 //!
-//! The ring belongs to one thread (the reactor that created it, which the
-//! kernel records as the single issuer): [`Ring`] is `Send` but its methods
-//! take `&mut self`, so submission and completion are never concurrent.
+//! The ring belongs to the thread that created it (the kernel records it
+//! as the single issuer): [`Ring`] is neither `Send` nor `Sync`, and its
+//! methods take `&mut self`, so submission and completion are never
+//! concurrent.
 //!
 //! # References
 //!
@@ -155,13 +156,6 @@ pub(crate) struct Ring {
     unsubmitted: u32,
     fd: OwnedFd,
 }
-
-// SAFETY: the ring is plain memory shared with the kernel and a file
-// descriptor; moving the owner to another thread is sound (the single
-// issuer is recorded when the ring is created, so it is created on the
-// thread that uses it).
-#[allow(unsafe_code)]
-unsafe impl Send for Ring {}
 
 impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

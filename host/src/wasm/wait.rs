@@ -441,9 +441,12 @@ fn engine() -> &'static Engine {
     })
 }
 
-/// The engine async waits use in this process (chosen on the first call:
-/// io_uring if the kernel lets this process use `IORING_OP_FUTEX_WAITV`,
-/// threads otherwise or with `SHMGATE_ASYNC_WAIT=threads`).
+/// `io_uring_setup` and a probing `IORING_OP_FUTEX_WAITV`, once: the
+/// engine async waits use in this process (chosen on the first call, or
+/// the first async wait: io_uring if the kernel lets this process use
+/// `IORING_OP_FUTEX_WAITV`, threads otherwise or with
+/// `SHMGATE_ASYNC_WAIT=threads`). The io_uring engine's reactor thread
+/// lives as long as the process.
 pub fn async_wait_engine() -> AsyncWaitEngine {
     match engine() {
         Engine::Uring(_) => AsyncWaitEngine::IoUring,

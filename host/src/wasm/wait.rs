@@ -772,6 +772,77 @@ mod tests {
         assert_eq!(block_on(fut), Ok(()));
     }
 
+    /// Stress with real threads: four threads arm 400 waits each on eight
+    /// words with 2 ms deadlines, dropping every other future right after
+    /// arming it (a cancel racing the wait, the deadline and the wakes),
+    /// while a fifth thread notifies the words without pause. Every wait
+    /// that is awaited ends woken or timed out, and every kernel wait,
+    /// cancelled or not, completes: the count of pending waits drops back.
+    #[test]
+    fn arm_cancel_and_wake_churn() {
+        let scope = Scope(format!("shmgate-ut-churn-{}.", std::process::id()));
+        let policy = || {
+            ShmPolicy::builder()
+                .namespace(&scope.0)
+                .allow_create(true)
+                .build()
+                .unwrap()
+        };
+        let mut creator = ShmCtx::new(policy());
+        let h = i32::try_from(creator.open(b"w", 3, 0o600).unwrap()).unwrap();
+        creator.set_size(h, 4096).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let notifier = {
+            let (stop, mut ctx) = (Arc::clone(&stop), ShmCtx::new(policy()));
+            let h = i32::try_from(ctx.open(b"w", 0, 0).unwrap()).unwrap();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    for word in 0..8 {
+                        ctx.notify(h, word * 4, -1).unwrap();
+                    }
+                }
+            })
+        };
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let mut ctx = ShmCtx::new(policy());
+                let h = i32::try_from(ctx.open(b"w", 0, 0).unwrap()).unwrap();
+                std::thread::spawn(move || {
+                    for i in 0..400i64 {
+                        let mut fut = ctx.wait32_async(h, ((t + i) % 8) * 4, 0, 2_000_000);
+                        let first = poll_once(&mut fut);
+                        if i % 2 == 0 {
+                            drop(fut);
+                            continue;
+                        }
+                        let r = match first {
+                            Poll::Ready(r) => r,
+                            Poll::Pending => block_on(fut),
+                        };
+                        assert!(matches!(r, Ok(()) | Err(Errno::TIMEDOUT)), "{r:?}");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        stop.store(true, Ordering::SeqCst);
+        notifier.join().unwrap();
+        for _ in 0..60_000 {
+            if PENDING.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            PENDING.load(Ordering::SeqCst),
+            0,
+            "a kernel wait never completed"
+        );
+        drop(creator);
+    }
+
     /// A plan that fails its checks gives its error at once.
     #[test]
     fn a_failed_check_is_ready_at_once() {

@@ -14,3 +14,6 @@ mod sync;
 
 #[path = "../../src/sys/window/record.rs"]
 pub mod record;
+
+#[path = "../../src/sys/window/doorbell.rs"]
+pub mod doorbell;

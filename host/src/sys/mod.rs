@@ -334,6 +334,8 @@ pub(crate) fn futex_wake(word: &AtomicU32, count: u32) -> Result<usize, Errno> {
 }
 
 pub(crate) mod futex;
+#[cfg(feature = "wasmtime")]
+pub(crate) mod uring;
 pub(crate) mod window;
 
 /// `fstat` and `fcntl(F_GETFL)`: whether `fd` is a regular file, and

@@ -15,8 +15,10 @@ use crate::sys::window::guarded::GuardedMapping;
 use crate::sys::window::guest::GuestRange;
 use crate::sys::window::map::{map_window, unmap_window};
 use crate::sys::window::memory::MemoryWindows;
-use crate::sys::window::wait::{Woke, wait_either, wake_private};
+use crate::sys::window::wait::wake_private;
 use crate::sys::{self};
+
+use super::wait::{WaitFuture, WaitPlan};
 use crate::{Segment, unlink};
 
 /// Window offsets and lengths are multiples of the wasm page size.
@@ -24,10 +26,6 @@ pub(crate) const WINDOW_ALIGN: u64 = 64 << 10;
 
 /// The most pages a store keeps mapped for `wait32`/`notify`.
 const FUTEX_PAGES: usize = 16;
-
-/// On kernels without `futex_waitv` (before 5.16), how long one futex wait
-/// lasts before the interrupt flag is checked.
-const WAIT_SLICE: Duration = Duration::from_millis(20);
 
 /// The shmgate state of one wasmtime store: put it in the store's data and
 /// reach it through [`add_to_linker`](super::add_to_linker).
@@ -50,8 +48,10 @@ pub struct ShmCtx {
     windows: Vec<WindowRec>,
     /// Host mappings of the pages `wait32`/`notify` used last, by
     /// `(handle, page offset)`; at most [`FUTEX_PAGES`], so a guest cannot
-    /// make the host exhaust its mappings (`vm.max_map_count`).
-    futex_pages: HashMap<(i32, u64), GuardedMapping>,
+    /// make the host exhaust its mappings (`vm.max_map_count`). A pending
+    /// wait holds its own `Arc`, so closing or evicting never unmaps a
+    /// word the kernel waits on.
+    futex_pages: HashMap<(i32, u64), Arc<GuardedMapping>>,
     interrupt: Arc<Interrupt>,
 }
 
@@ -78,9 +78,9 @@ impl WindowRec {
 /// A store's interrupt: a flag, and a private futex word that `wait32`
 /// sleeps on beside the shared one, so an interrupt wakes it at once.
 #[derive(Debug, Default)]
-struct Interrupt {
-    flag: AtomicBool,
-    seq: AtomicU32,
+pub(crate) struct Interrupt {
+    pub(crate) flag: AtomicBool,
+    pub(crate) seq: AtomicU32,
 }
 
 /// What `map` needs after its checks: the window length and access.
@@ -402,7 +402,11 @@ impl ShmCtx {
 
     /// The shared word at `offset` of the handle's segment, through a host
     /// mapping of its page (kept until the handle closes).
-    fn futex_word(&mut self, handle: i32, offset: i64) -> Result<(&GuardedMapping, usize), Errno> {
+    fn futex_word(
+        &mut self,
+        handle: i32,
+        offset: i64,
+    ) -> Result<(&Arc<GuardedMapping>, usize), Errno> {
         let entry = self.table.get(handle)?;
         let offset = u64::try_from(offset).map_err(|_| Errno::INVAL)?;
         if offset % 4 != 0 {
@@ -437,10 +441,41 @@ impl ShmCtx {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
                 let fd = std::os::fd::AsFd::as_fd(&entry.seg);
-                e.insert(GuardedMapping::new(fd, page_start, page, writable)?)
+                e.insert(Arc::new(GuardedMapping::new(
+                    fd, page_start, page, writable,
+                )?))
             }
         };
         Ok((mapping, within))
+    }
+
+    /// The checks of `wait32` (handle `EBADF`, offset `EINVAL`/`ENXIO`),
+    /// and everything a wait needs, owned: the word's page mapping (an
+    /// `Arc`, alive until the wait ends even if the handle is closed or
+    /// the store dropped), the interrupt, and the deadline from
+    /// `timeout_ns` (negative: none of its own) and the policy's
+    /// `max_wait` (one too far to express means none). Shared by the sync
+    /// and async `wait32`, so both check exactly the same things.
+    pub(crate) fn plan_wait(
+        &mut self,
+        handle: i32,
+        offset: i64,
+        expected: i32,
+        timeout_ns: i64,
+    ) -> Result<WaitPlan, Errno> {
+        let limit = self.policy.max_wait;
+        let interrupt = Arc::clone(&self.interrupt);
+        let (page, within) = self.futex_word(handle, offset)?;
+        let page = Arc::clone(page);
+        let wanted =
+            u64::try_from(timeout_ns).map_or(limit, |ns| Duration::from_nanos(ns).min(limit));
+        Ok(WaitPlan {
+            page,
+            within,
+            expected: expected as u32,
+            deadline: Instant::now().checked_add(wanted),
+            interrupt,
+        })
     }
 
     /// `wait32`: blocks while the shared word at `offset` holds `expected`,
@@ -458,43 +493,26 @@ impl ShmCtx {
         expected: i32,
         timeout_ns: i64,
     ) -> Result<(), Errno> {
-        let limit = self.policy.max_wait;
-        let interrupt = Arc::clone(&self.interrupt);
-        let (guard, within) = self.futex_word(handle, offset)?;
-        let word = guard.raw().atomic_u32(within)?;
-        let wanted =
-            u64::try_from(timeout_ns).map_or(limit, |ns| Duration::from_nanos(ns).min(limit));
-        let deadline = Instant::now().checked_add(wanted);
-        let expected = expected as u32;
-        let woke = loop {
-            let seen = interrupt.seq.load(Ordering::SeqCst);
-            if interrupt.flag.load(Ordering::SeqCst) {
-                return Err(Errno::INTR);
-            }
-            match wait_either(word, expected, &interrupt.seq, seen, deadline) {
-                Ok(Woke::Shared) => break Ok(()),
-                Ok(Woke::TimedOut) => break Err(Errno::TIMEDOUT),
-                Ok(Woke::Interrupt) => {}
-                Err(Errno::NOSYS) => {
-                    let left = deadline
-                        .map_or(WAIT_SLICE, |d| d.saturating_duration_since(Instant::now()));
-                    if left.is_zero() {
-                        break Err(Errno::TIMEDOUT);
-                    }
-                    match sys::futex_wait(word, expected, left.min(WAIT_SLICE)) {
-                        Ok(true) => break Ok(()),
-                        Ok(false) => {}
-                        Err(e) => break Err(e),
-                    }
-                }
-                Err(e) => break Err(e),
-            }
-        };
-        // A word on a page a peer cut off was not the segment's.
-        if guard.intact() {
-            woke
-        } else {
-            Err(Errno::NXIO)
+        self.plan_wait(handle, offset, expected, timeout_ns)?
+            .block()
+    }
+
+    /// The async `wait32`: the same checks as [`wait32`](Self::wait32)
+    /// (through [`plan_wait`](Self::plan_wait)), then a future that waits
+    /// without blocking the thread polling it and gives the same results.
+    /// The future borrows nothing (`Send + 'static`): call this with the
+    /// store, then await it after letting go of the store. Dropping it
+    /// cancels the wait.
+    pub(crate) fn wait32_async(
+        &mut self,
+        handle: i32,
+        offset: i64,
+        expected: i32,
+        timeout_ns: i64,
+    ) -> WaitFuture {
+        match self.plan_wait(handle, offset, expected, timeout_ns) {
+            Ok(plan) => plan.into_future(),
+            Err(e) => WaitFuture::ready(Err(e)),
         }
     }
 

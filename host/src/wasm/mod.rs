@@ -59,6 +59,7 @@ pub mod component;
 mod ctx;
 mod policy;
 mod share;
+mod wait;
 
 use std::mem::MaybeUninit;
 use std::sync::Arc;
@@ -70,6 +71,7 @@ pub use crate::sys::window::ShmMemoryCreator;
 pub use ctx::{ShmCtx, WaitInterrupt};
 pub use policy::{DEFAULT_MAX_WINDOWS, HANDLES_LIMIT, ShmPolicy, ShmPolicyBuilder};
 pub use share::share_memory;
+pub use wait::{AsyncWaitEngine, async_wait_engine, pending_async_waits};
 
 use crate::sys::window::guest::{GuestMemory, NAME_COPY_MAX, range_and_data};
 
@@ -202,10 +204,100 @@ fn with_name<T: 'static, R>(
 /// Adds the `shmgate_v1` functions to `linker`; `get` finds the store's
 /// [`ShmCtx`] in its data, as wasmtime-wasi's `add_to_linker` does.
 ///
+/// `wait32` blocks the calling thread (at most the policy's `max_wait`).
+/// For guests run on an async runtime (`call_async`), use
+/// [`add_to_linker_async`] instead.
+///
 /// # Errors
 ///
 /// If the linker already defines one of the names (and shadowing is off).
 pub fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    get: impl Fn(&mut T) -> &mut ShmCtx + Copy + Send + Sync + 'static,
+) -> wasmtime::Result<()> {
+    add_all_but_wait(linker, get)?;
+    linker.func_wrap(
+        MODULE,
+        "wait32",
+        move |mut caller: Caller<'_, T>,
+              handle: i32,
+              offset: i64,
+              expected: i32,
+              timeout_ns: i64| {
+            wire(
+                get(caller.data_mut())
+                    .wait32(handle, offset, expected, timeout_ns)
+                    .map(|()| 0),
+            )
+        },
+    )?;
+    Ok(())
+}
+
+/// Adds the `shmgate_v1` functions to `linker` for async embedders
+/// (guests run with `instantiate_async`/`call_async` on tokio or any other
+/// executor; wasmtime 48 needs no `Config::async_support` for that): as
+/// [`add_to_linker`], but `wait32` does not block the executor thread. Its future waits in the kernel, in one
+/// `IORING_OP_FUTEX_WAITV` per wait on an io_uring driven by one reactor
+/// thread (Linux 6.7+), or on a small thread of its own where io_uring is
+/// unavailable or disabled ([`async_wait_engine`] tells which). The guest
+/// sees the same results as with [`add_to_linker`]: the same checks,
+/// `max_wait`, and [`WaitInterrupt`] (`EINTR`). Dropping the call's future
+/// (a cancelled task) cancels the kernel wait.
+///
+/// The other functions do not block and are the same as in
+/// [`add_to_linker`].
+///
+/// # Examples
+///
+/// ```no_run
+/// use shmgate_host::wasm::{ShmCtx, ShmPolicy, add_to_linker_async};
+/// use wasmtime::{Engine, Linker, Module, Store};
+///
+/// struct Host { shm: ShmCtx }
+///
+/// async fn serve() -> wasmtime::Result<()> {
+///     let engine = Engine::default();
+///     let mut linker = Linker::<Host>::new(&engine);
+///     add_to_linker_async(&mut linker, |h: &mut Host| &mut h.shm)?;
+///     let policy = ShmPolicy::builder().namespace("tenant-a.").build()?;
+///     let mut store = Store::new(&engine, Host { shm: ShmCtx::new(policy) });
+///     let stop = store.data().shm.interrupt_handle(); // ends its waits (EINTR)
+///     let module = Module::from_file(&engine, "guest.wasm")?;
+///     let instance = linker.instantiate_async(&mut store, &module).await?;
+///     let main = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+///     tokio::spawn(async move { main.call_async(&mut store, ()).await });
+///     // ... on shutdown:
+///     stop.interrupt();
+///     Ok(())
+/// }
+/// ```
+///
+/// # Errors
+///
+/// If the linker already defines one of the names (and shadowing is off).
+pub fn add_to_linker_async<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: impl Fn(&mut T) -> &mut ShmCtx + Copy + Send + Sync + 'static,
+) -> wasmtime::Result<()> {
+    add_all_but_wait(linker, get)?;
+    linker.func_wrap_async(
+        MODULE,
+        "wait32",
+        move |mut caller: Caller<'_, T>,
+              (handle, offset, expected, timeout_ns): (i32, i64, i32, i64)| {
+            // The future owns what it needs: the store is not borrowed
+            // across the await.
+            let wait = get(caller.data_mut()).wait32_async(handle, offset, expected, timeout_ns);
+            Box::new(async move { Ok(wire(wait.await.map(|()| 0))) })
+        },
+    )?;
+    Ok(())
+}
+
+/// Every `shmgate_v1` function but `wait32`, which differs between the
+/// sync and async linkers.
+fn add_all_but_wait<T: 'static>(
     linker: &mut Linker<T>,
     get: impl Fn(&mut T) -> &mut ShmCtx + Copy + Send + Sync + 'static,
 ) -> wasmtime::Result<()> {
@@ -286,21 +378,6 @@ pub fn add_to_linker<T: 'static>(
                     .unmap(windows.as_ref(), addr, len)
                     .map(|()| 0),
             ))
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "wait32",
-        move |mut caller: Caller<'_, T>,
-              handle: i32,
-              offset: i64,
-              expected: i32,
-              timeout_ns: i64| {
-            wire(
-                get(caller.data_mut())
-                    .wait32(handle, offset, expected, timeout_ns)
-                    .map(|()| 0),
-            )
         },
     )?;
     linker.func_wrap(

@@ -6,6 +6,7 @@
 // `i64`: these tests narrow them on purpose, after asserting they are valid.
 #![allow(clippy::cast_possible_truncation)]
 
+mod async_wait;
 mod common;
 mod errors;
 mod findings;

@@ -15,6 +15,8 @@
 //!   [`Mapping`](crate::Mapping)s, the pages `wait32` uses).
 //! - [`guest`]: host access to guest memory through raw pointers only.
 //! - [`wait`]: waiting on a shared word and an interrupt word at once.
+//! - [`doorbell`]: how tasks hand async waits to the io_uring reactor
+//!   (model-checked with loom too).
 //!
 //! # The safety model
 //!
@@ -25,6 +27,8 @@
 //! raw pointers: no Rust reference is ever formed over bytes another
 //! process can change.
 
+#[cfg(feature = "wasmtime")]
+pub(crate) mod doorbell;
 pub(crate) mod guarded;
 #[cfg(feature = "wasmtime")]
 pub(crate) mod guest;

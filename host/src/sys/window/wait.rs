@@ -19,21 +19,14 @@ pub(crate) enum Woke {
     TimedOut,
 }
 
-/// `struct futex_waitv` of `<linux/futex.h>`.
-#[repr(C)]
-struct FutexWaitv {
-    val: u64,
-    uaddr: u64,
-    flags: u32,
-    reserved: u32,
-}
-
-const FUTEX2_SIZE_U32: u32 = 0x02;
-const FUTEX2_PRIVATE: u32 = 128;
+use crate::sys::uring::{FUTEX2_PRIVATE, FUTEX2_SIZE_U32, FutexWaitv};
 
 /// `futex_waitv` on `shared` (while it holds `expected`, across processes)
-/// and `interrupt` (while it holds `seen`, this process only), until
-/// `deadline` (`None`: no deadline).
+/// and `interrupt` (while it holds `seen`, this process only), and on
+/// `extra` too if given (another private word and the value it holds: an
+/// async wait's cancel word), until `deadline` (`None`: no deadline). A
+/// wake-up of `extra` reads as [`Woke::Interrupt`]: the caller looks at
+/// its flags again.
 ///
 /// # Errors
 ///
@@ -45,8 +38,15 @@ pub(crate) fn wait_either(
     expected: u32,
     interrupt: &AtomicU32,
     seen: u32,
+    extra: Option<(&AtomicU32, u32)>,
     deadline: Option<Instant>,
 ) -> Result<Woke, Errno> {
+    let private = |word: &AtomicU32, val: u32| FutexWaitv {
+        val: u64::from(val),
+        uaddr: word.as_ptr() as u64,
+        flags: FUTEX2_SIZE_U32 | FUTEX2_PRIVATE,
+        reserved: 0,
+    };
     let waiters = [
         FutexWaitv {
             val: u64::from(expected),
@@ -54,13 +54,10 @@ pub(crate) fn wait_either(
             flags: FUTEX2_SIZE_U32,
             reserved: 0,
         },
-        FutexWaitv {
-            val: u64::from(seen),
-            uaddr: interrupt.as_ptr() as u64,
-            flags: FUTEX2_SIZE_U32 | FUTEX2_PRIVATE,
-            reserved: 0,
-        },
+        private(interrupt, seen),
+        extra.map_or_else(FutexWaitv::default, |(w, v)| private(w, v)),
     ];
+    let count: u32 = if extra.is_some() { 3 } else { 2 };
     // An absolute CLOCK_MONOTONIC deadline (what `Instant` measures on
     // Linux), from the time left, so `Instant`'s epoch is never needed.
     let timeout = match deadline {
@@ -85,14 +82,15 @@ pub(crate) fn wait_either(
     let ts_ptr = timeout
         .as_ref()
         .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `waiters` is an array of two valid futex_waitv structs whose
-    // addresses are live, aligned u32s for the duration of the call;
+    // SAFETY: the first `count` entries of `waiters` are valid futex_waitv
+    // structs whose addresses are live, aligned u32s for the duration of
+    // the call;
     // `ts_ptr` is null or points at a live timespec.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_futex_waitv,
             waiters.as_ptr(),
-            2u32,
+            count,
             0u32,
             ts_ptr,
             libc::CLOCK_MONOTONIC,
@@ -101,7 +99,7 @@ pub(crate) fn wait_either(
     if rc == 0 {
         return Ok(Woke::Shared);
     }
-    if rc == 1 {
+    if rc >= 1 {
         return Ok(Woke::Interrupt);
     }
     match std::io::Error::last_os_error().raw_os_error() {

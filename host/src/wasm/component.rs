@@ -57,9 +57,26 @@ pub mod bindings {
     });
 }
 
-pub use bindings::shmgate::shm::segments::{AtomicOp, CompareExchange, ErrorCode, OpenFlags};
+/// The same interface generated again with `wait32` as an `async` host
+/// function, for embedders that run components with `instantiate_async`
+/// and `call_async`: what [`add_to_linker_async`] links. Its types are twins of [`bindings`]'
+/// (bindgen's `with` maps interfaces and resources, not single types); the
+/// conversions and host methods below are written once for both.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod async_bindings {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "shmgate:shm/imports",
+        with: {
+            "shmgate:shm/segments.segment": super::Segment,
+        },
+        imports: {
+            "shmgate:shm/segments.[method]segment.wait32": async,
+        },
+    });
+}
 
-use bindings::shmgate::shm::segments::{Host, HostSegment};
+pub use bindings::shmgate::shm::segments::{AtomicOp, CompareExchange, ErrorCode, OpenFlags};
 
 /// The interface name components import.
 pub const INTERFACE: &str = "shmgate:shm/segments@0.1.0";
@@ -87,6 +104,22 @@ pub fn add_to_linker<T: 'static>(
     bindings::shmgate::shm::segments::add_to_linker::<T, HasSelf<ShmCtx>>(linker, get)
 }
 
+/// Adds `shmgate:shm/segments@0.1.0` to a component `linker` whose guests
+/// run with `instantiate_async`/`call_async`: `wait32` waits without
+/// blocking the executor thread (the engine of [`super::add_to_linker_async`]: the
+/// store is not borrowed while it sleeps, dropping the call cancels the
+/// wait); every other function is the same as [`add_to_linker`]'s.
+///
+/// # Errors
+///
+/// If the linker already defines the interface (and shadowing is off).
+pub fn add_to_linker_async<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut ShmCtx,
+) -> wasmtime::Result<()> {
+    async_bindings::shmgate::shm::segments::add_to_linker::<T, HasSelf<ShmCtx>>(linker, get)
+}
+
 /// A resource for a handle of `ctx`'s table, to pass to a component: what
 /// [`ShmCtx::grant`] returned, say. The component owns it; dropping it
 /// closes the handle.
@@ -111,19 +144,17 @@ fn count(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
-impl From<OpenFlags> for u32 {
-    fn from(f: OpenFlags) -> u32 {
-        // The wire bits of `shmgate_v1` (docs/ABI.md).
-        [
-            (OpenFlags::READ_WRITE, 1),
-            (OpenFlags::CREATE, 2),
-            (OpenFlags::EXCLUSIVE, 4),
-            (OpenFlags::TRUNCATE, 8),
-        ]
-        .into_iter()
-        .filter(|(flag, _)| f.contains(*flag))
-        .fold(0, |bits, (_, bit)| bits | bit)
-    }
+/// The arguments of `wait32` in the core ABI's encoding: the handle, a
+/// signed offset, the expected word as an `i32`, and a negative timeout
+/// for none of its own.
+fn wait_args(
+    seg: &Resource<Segment>,
+    offset: u64,
+    expected: u32,
+    timeout_ns: Option<u64>,
+) -> Result<(i32, i64, i32, i64), Errno> {
+    let timeout_ns = timeout_ns.map_or(-1, |ns| i64::try_from(ns).unwrap_or(i64::MAX));
+    Ok((handle(seg), signed(offset)?, expected as i32, timeout_ns))
 }
 
 /// One list of the errno names the interface carries, for both directions.
@@ -150,72 +181,153 @@ macro_rules! error_codes {
     };
 }
 
-error_codes! {
-    Eperm = PERM, Enoent = NOENT, Eintr = INTR, Eio = IO, Enxio = NXIO,
-    Ebadf = BADF, Eagain = AGAIN, Enomem = NOMEM, Eacces = ACCES,
-    Efault = FAULT, Ebusy = BUSY, Eexist = EXIST, Enodev = NODEV,
-    Enotdir = NOTDIR, Eisdir = ISDIR, Einval = INVAL, Enfile = NFILE,
-    Emfile = MFILE, Etxtbsy = TXTBSY, Efbig = FBIG, Enospc = NOSPC,
-    Espipe = SPIPE, Erofs = ROFS, Epipe = PIPE, Erange = RANGE,
-    Enametoolong = NAMETOOLONG, Enosys = NOSYS, Eloop = LOOP, Enomsg = NOMSG,
-    Eoverflow = OVERFLOW, Emsgsize = MSGSIZE, Enotsup = NOTSUP,
-    Etimedout = TIMEDOUT, Edquot = DQUOT,
+/// The conversions and the host traits for one generated copy of the
+/// interface (`$segments`), written once: [`bindings`] and
+/// [`async_bindings`] differ only in `wait32`, which the caller supplies.
+macro_rules! host_impls {
+    ($module:ident, $($segments:ident)::+, { $($wait32:tt)* }) => {
+        mod $module {
+            use super::*;
+            use super::$($segments)::+::{AtomicOp, ErrorCode, Host, HostSegment, OpenFlags};
+
+        impl From<OpenFlags> for u32 {
+            fn from(f: OpenFlags) -> u32 {
+                // The wire bits of `shmgate_v1` (docs/ABI.md).
+                [
+                    (OpenFlags::READ_WRITE, 1),
+                    (OpenFlags::CREATE, 2),
+                    (OpenFlags::EXCLUSIVE, 4),
+                    (OpenFlags::TRUNCATE, 8),
+                ]
+                .into_iter()
+                .filter(|(flag, _)| f.contains(*flag))
+                .fold(0, |bits, (_, bit)| bits | bit)
+            }
+        }
+
+
+        error_codes! {
+            Eperm = PERM, Enoent = NOENT, Eintr = INTR, Eio = IO, Enxio = NXIO,
+            Ebadf = BADF, Eagain = AGAIN, Enomem = NOMEM, Eacces = ACCES,
+            Efault = FAULT, Ebusy = BUSY, Eexist = EXIST, Enodev = NODEV,
+            Enotdir = NOTDIR, Eisdir = ISDIR, Einval = INVAL, Enfile = NFILE,
+            Emfile = MFILE, Etxtbsy = TXTBSY, Efbig = FBIG, Enospc = NOSPC,
+            Espipe = SPIPE, Erofs = ROFS, Epipe = PIPE, Erange = RANGE,
+            Enametoolong = NAMETOOLONG, Enosys = NOSYS, Eloop = LOOP, Enomsg = NOMSG,
+            Eoverflow = OVERFLOW, Emsgsize = MSGSIZE, Enotsup = NOTSUP,
+            Etimedout = TIMEDOUT, Edquot = DQUOT,
+        }
+
+
+        /// Every method is a thin call of the [`ShmCtx`] method `shmgate_v1`
+        /// calls: the rules live there, once.
+        impl HostSegment for ShmCtx {
+            fn open(
+                &mut self,
+                name: String,
+                flags: OpenFlags,
+                mode: u32,
+            ) -> Result<Resource<Segment>, ErrorCode> {
+                Ok(segment_resource(ShmCtx::open(
+                    self,
+                    name.as_bytes(),
+                    flags.into(),
+                    mode,
+                )?))
+            }
+
+            fn size(&mut self, seg: Resource<Segment>) -> Result<u64, ErrorCode> {
+                Ok(ShmCtx::size(self, handle(&seg))?)
+            }
+
+            fn set_size(&mut self, seg: Resource<Segment>, size: u64) -> Result<(), ErrorCode> {
+                Ok(ShmCtx::set_size(self, handle(&seg), signed(size)?)?)
+            }
+
+            fn read(
+                &mut self,
+                seg: Resource<Segment>,
+                offset: u64,
+                len: u64,
+            ) -> Result<Vec<u8>, ErrorCode> {
+                // At most READ_MAX, so `min` fits a usize. Fresh zeroed pages of a
+                // large allocation cost nothing until `pread` touches them.
+                let len = usize::try_from(len.min(READ_MAX)).unwrap_or(0);
+                let mut buf = vec![0; len];
+                let n = ShmCtx::read(self, handle(&seg), signed(offset)?, &mut buf[..])?;
+                buf.truncate(n);
+                Ok(buf)
+            }
+
+            fn write(
+                &mut self,
+                seg: Resource<Segment>,
+                offset: u64,
+                data: Vec<u8>,
+            ) -> Result<u64, ErrorCode> {
+                Ok(count(ShmCtx::write(
+                    self,
+                    handle(&seg),
+                    signed(offset)?,
+                    &data[..],
+                )?))
+            }
+
+                $($wait32)*
+
+            fn notify(
+                &mut self,
+                seg: Resource<Segment>,
+                offset: u64,
+                count: u32,
+            ) -> Result<u32, ErrorCode> {
+                let woken = ShmCtx::notify(self, handle(&seg), signed(offset)?, count as i32)?;
+                Ok(u32::try_from(woken).unwrap_or(u32::MAX))
+            }
+
+            fn atomic32(
+                &mut self,
+                seg: Resource<Segment>,
+                offset: u64,
+                op: AtomicOp,
+            ) -> Result<u32, ErrorCode> {
+                // The core ABI's op numbers (docs/ABI.md).
+                let (op, operand, expected) = match op {
+                    AtomicOp::Load => (0, 0, 0),
+                    AtomicOp::Store(v) => (1, v, 0),
+                    AtomicOp::FetchAdd(v) => (2, v, 0),
+                    AtomicOp::Swap(v) => (3, v, 0),
+                    AtomicOp::CompareExchange(c) => (4, c.replacement, c.expected),
+                };
+                Ok(ShmCtx::atomic32(
+                    self,
+                    handle(&seg),
+                    signed(offset)?,
+                    op,
+                    operand as i32,
+                    expected as i32,
+                )?)
+            }
+
+            fn drop(&mut self, seg: Resource<Segment>) -> wasmtime::Result<()> {
+                // The component model drops each resource once; a handle the
+                // table no longer holds (closed by the embedder) is no error.
+                let _ = ShmCtx::close(self, handle(&seg));
+                Ok(())
+            }
+        }
+
+        impl Host for ShmCtx {
+            fn unlink(&mut self, name: String) -> Result<(), ErrorCode> {
+                Ok(ShmCtx::unlink(self, name.as_bytes())?)
+            }
+        }
+
+        }
+    };
 }
 
-/// Every method is a thin call of the [`ShmCtx`] method `shmgate_v1`
-/// calls: the rules live there, once.
-impl HostSegment for ShmCtx {
-    fn open(
-        &mut self,
-        name: String,
-        flags: OpenFlags,
-        mode: u32,
-    ) -> Result<Resource<Segment>, ErrorCode> {
-        Ok(segment_resource(ShmCtx::open(
-            self,
-            name.as_bytes(),
-            flags.into(),
-            mode,
-        )?))
-    }
-
-    fn size(&mut self, seg: Resource<Segment>) -> Result<u64, ErrorCode> {
-        Ok(ShmCtx::size(self, handle(&seg))?)
-    }
-
-    fn set_size(&mut self, seg: Resource<Segment>, size: u64) -> Result<(), ErrorCode> {
-        Ok(ShmCtx::set_size(self, handle(&seg), signed(size)?)?)
-    }
-
-    fn read(
-        &mut self,
-        seg: Resource<Segment>,
-        offset: u64,
-        len: u64,
-    ) -> Result<Vec<u8>, ErrorCode> {
-        // At most READ_MAX, so `min` fits a usize. Fresh zeroed pages of a
-        // large allocation cost nothing until `pread` touches them.
-        let len = usize::try_from(len.min(READ_MAX)).unwrap_or(0);
-        let mut buf = vec![0; len];
-        let n = ShmCtx::read(self, handle(&seg), signed(offset)?, &mut buf[..])?;
-        buf.truncate(n);
-        Ok(buf)
-    }
-
-    fn write(
-        &mut self,
-        seg: Resource<Segment>,
-        offset: u64,
-        data: Vec<u8>,
-    ) -> Result<u64, ErrorCode> {
-        Ok(count(ShmCtx::write(
-            self,
-            handle(&seg),
-            signed(offset)?,
-            &data[..],
-        )?))
-    }
-
+host_impls!(sync_impls, bindings::shmgate::shm::segments, {
     fn wait32(
         &mut self,
         seg: Resource<Segment>,
@@ -223,64 +335,27 @@ impl HostSegment for ShmCtx {
         expected: u32,
         timeout_ns: Option<u64>,
     ) -> Result<(), ErrorCode> {
-        // The core ABI's encoding: negative is no timeout of its own.
-        let timeout_ns = timeout_ns.map_or(-1, |ns| i64::try_from(ns).unwrap_or(i64::MAX));
-        Ok(ShmCtx::wait32(
-            self,
-            handle(&seg),
-            signed(offset)?,
-            expected as i32,
-            timeout_ns,
-        )?)
+        let (handle, offset, expected, timeout_ns) = wait_args(&seg, offset, expected, timeout_ns)?;
+        Ok(ShmCtx::wait32(self, handle, offset, expected, timeout_ns)?)
     }
+});
 
-    fn notify(
+host_impls!(async_impls, async_bindings::shmgate::shm::segments, {
+    async fn wait32(
         &mut self,
         seg: Resource<Segment>,
         offset: u64,
-        count: u32,
-    ) -> Result<u32, ErrorCode> {
-        let woken = ShmCtx::notify(self, handle(&seg), signed(offset)?, count as i32)?;
-        Ok(u32::try_from(woken).unwrap_or(u32::MAX))
+        expected: u32,
+        timeout_ns: Option<u64>,
+    ) -> Result<(), ErrorCode> {
+        let (handle, offset, expected, timeout_ns) = wait_args(&seg, offset, expected, timeout_ns)?;
+        // The same checks as the sync path, then a future that owns the
+        // word's page and the store's interrupt: dropping it cancels.
+        Ok(self
+            .wait32_async(handle, offset, expected, timeout_ns)
+            .await?)
     }
-
-    fn atomic32(
-        &mut self,
-        seg: Resource<Segment>,
-        offset: u64,
-        op: AtomicOp,
-    ) -> Result<u32, ErrorCode> {
-        // The core ABI's op numbers (docs/ABI.md).
-        let (op, operand, expected) = match op {
-            AtomicOp::Load => (0, 0, 0),
-            AtomicOp::Store(v) => (1, v, 0),
-            AtomicOp::FetchAdd(v) => (2, v, 0),
-            AtomicOp::Swap(v) => (3, v, 0),
-            AtomicOp::CompareExchange(c) => (4, c.replacement, c.expected),
-        };
-        Ok(ShmCtx::atomic32(
-            self,
-            handle(&seg),
-            signed(offset)?,
-            op,
-            operand as i32,
-            expected as i32,
-        )?)
-    }
-
-    fn drop(&mut self, seg: Resource<Segment>) -> wasmtime::Result<()> {
-        // The component model drops each resource once; a handle the
-        // table no longer holds (closed by the embedder) is no error.
-        let _ = ShmCtx::close(self, handle(&seg));
-        Ok(())
-    }
-}
-
-impl Host for ShmCtx {
-    fn unlink(&mut self, name: String) -> Result<(), ErrorCode> {
-        Ok(ShmCtx::unlink(self, name.as_bytes())?)
-    }
-}
+});
 
 #[cfg(test)]
 mod tests {

@@ -30,6 +30,7 @@
 mod abi;
 mod cases;
 mod common;
+mod component_async;
 mod handles;
 mod io;
 mod isolation;

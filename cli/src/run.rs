@@ -207,6 +207,15 @@ fn unlinkable(args: &RunArgs, e: &wasmtime::Error) -> Failure {
     )
 }
 
+/// EX_DATAERR: the guest file is no guest shmgate can run (`what` says
+/// why).
+fn not_runnable(args: &RunArgs, what: &str, e: &wasmtime::Error) -> Failure {
+    Failure::new(
+        exit::DATAERR,
+        format!("{}: {what}: {e:#}", args.guest.display()),
+    )
+}
+
 /// The exit code for how the guest's entry point ended: its own code
 /// (`proc_exit`, `wasi:cli/exit`), or a trap.
 fn exit_code(result: wasmtime::Result<()>) -> u8 {
@@ -242,12 +251,8 @@ fn run_module(
     } else {
         bytes
     };
-    let module = Module::new(engine, &bytes).map_err(|e| {
-        Failure::new(
-            exit::DATAERR,
-            format!("{}: not a valid guest: {e:#}", args.guest.display()),
-        )
-    })?;
+    let module =
+        Module::new(engine, &bytes).map_err(|e| not_runnable(args, "not a valid guest", &e))?;
 
     let mut linker: Linker<Host> = Linker::new(engine);
     let internal = |e: wasmtime::Error| Failure::new(exit::SOFTWARE, format!("{e:#}"));
@@ -263,15 +268,12 @@ fn run_module(
         shm,
     };
     let mut store = Store::new(engine, host);
-    let instance = pre.instantiate(&mut store).map_err(|e| {
-        Failure::new(
-            exit::DATAERR,
-            format!("{}: cannot instantiate: {e:#}", args.guest.display()),
-        )
-    })?;
+    let instance = pre
+        .instantiate(&mut store)
+        .map_err(|e| not_runnable(args, "cannot instantiate", &e))?;
     let start = instance
         .get_typed_func::<(), ()>(&mut store, "_start")
-        .map_err(|e| Failure::new(exit::DATAERR, format!("{}: {e:#}", args.guest.display())))?;
+        .map_err(|e| not_runnable(args, "no _start", &e))?;
     tracing::debug!(guest = %args.guest.display(), "starting the module");
     Ok(exit_code(start.call(&mut store, ())))
 }
@@ -285,12 +287,8 @@ fn run_component(
     mut wasi: WasiCtxBuilder,
     shm: ShmCtx,
 ) -> Result<u8, Failure> {
-    let guest = Component::new(engine, bytes).map_err(|e| {
-        Failure::new(
-            exit::DATAERR,
-            format!("{}: not a valid component: {e:#}", args.guest.display()),
-        )
-    })?;
+    let guest = Component::new(engine, bytes)
+        .map_err(|e| not_runnable(args, "not a valid component", &e))?;
     if args.max_mapped > 0 {
         tracing::info!("--max-mapped: components have no windows (docs/WIT.md)");
     }
@@ -308,21 +306,11 @@ fn run_component(
         shm,
     };
     let mut store = Store::new(engine, host);
-    let instance = pre.instantiate(&mut store).map_err(|e| {
-        Failure::new(
-            exit::DATAERR,
-            format!("{}: cannot instantiate: {e:#}", args.guest.display()),
-        )
-    })?;
-    let command = WasiCommand::new(&mut store, &instance).map_err(|e| {
-        Failure::new(
-            exit::DATAERR,
-            format!(
-                "{}: not a command (no wasi:cli/run export): {e:#}",
-                args.guest.display()
-            ),
-        )
-    })?;
+    let instance = pre
+        .instantiate(&mut store)
+        .map_err(|e| not_runnable(args, "cannot instantiate", &e))?;
+    let command = WasiCommand::new(&mut store, &instance)
+        .map_err(|e| not_runnable(args, "not a command (no wasi:cli/run export)", &e))?;
     tracing::debug!(guest = %args.guest.display(), "running the component");
     let ran = command.wasi_cli_run().call_run(&mut store);
     Ok(match ran {

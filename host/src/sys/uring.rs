@@ -245,6 +245,14 @@ impl Ring {
 
     /// How many entries the submission queue has room for.
     pub(crate) fn space(&self) -> Result<u32, Errno> {
+        let (head, tail) = self.sq_head_tail()?;
+        Ok(self.sq_entries.saturating_sub(tail.wrapping_sub(head)))
+    }
+
+    /// The submission queue's head (what the kernel has consumed, read
+    /// with `Acquire` so the slots before it are free again) and tail
+    /// (ours: only this thread writes it).
+    fn sq_head_tail(&self) -> Result<(u32, u32), Errno> {
         let head = self
             .sq_ring
             .atomic(self.sq_off.head)?
@@ -253,7 +261,7 @@ impl Ring {
             .sq_ring
             .atomic(self.sq_off.tail)?
             .load(Ordering::Relaxed);
-        Ok(self.sq_entries.saturating_sub(tail.wrapping_sub(head)))
+        Ok((head, tail))
     }
 
     /// Writes `op` with `user_data` into the submission queue. `false` if
@@ -261,14 +269,7 @@ impl Ring {
     /// first).
     #[allow(unsafe_code)]
     pub(crate) fn push(&mut self, op: Sqe, user_data: u64) -> Result<bool, Errno> {
-        let head = self
-            .sq_ring
-            .atomic(self.sq_off.head)?
-            .load(Ordering::Acquire);
-        let tail = self
-            .sq_ring
-            .atomic(self.sq_off.tail)?
-            .load(Ordering::Relaxed);
+        let (head, tail) = self.sq_head_tail()?;
         if tail.wrapping_sub(head) >= self.sq_entries {
             return Ok(false);
         }

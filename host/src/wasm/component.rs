@@ -106,9 +106,10 @@ pub fn add_to_linker<T: 'static>(
 
 /// Adds `shmgate:shm/segments@0.1.0` to a component `linker` whose guests
 /// run with `instantiate_async`/`call_async`: `wait32` waits without
-/// blocking the executor thread (the engine of [`super::add_to_linker_async`]: the
-/// store is not borrowed while it sleeps, dropping the call cancels the
-/// wait); every other function is the same as [`add_to_linker`]'s.
+/// blocking the executor thread: it awaits the same future as
+/// [`super::add_to_linker_async`]'s, which owns the word's mapping and the
+/// store's interrupt, and whose drop (a dropped call) cancels the kernel
+/// wait. Every other function is the same as [`add_to_linker`]'s.
 ///
 /// # Errors
 ///
@@ -351,6 +352,8 @@ host_impls!(async_impls, async_bindings::shmgate::shm::segments, {
         let (handle, offset, expected, timeout_ns) = wait_args(&seg, offset, expected, timeout_ns)?;
         // The same checks as the sync path, then a future that owns the
         // word's page and the store's interrupt: dropping it cancels.
+        // (The call holds `&mut ShmCtx` meanwhile, as every wasmtime host
+        // call holds its store; the thread is what it does not hold.)
         Ok(self
             .wait32_async(handle, offset, expected, timeout_ns)
             .await?)

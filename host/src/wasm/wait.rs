@@ -58,9 +58,24 @@
 //!    `max_wait` gives it (a linked timeout, or the fallback's
 //!    `futex_waitv` timeout), and an interrupt wakes the kernel wait of
 //!    every engine: both wait on the interrupt word.
+//! 6. **No `notify` is lost to a dropped future.** A `notify(word, 1)` may
+//!    wake the kernel wait of a future that was just dropped (before its
+//!    cancel reached the kernel, or after the wake but before a poll):
+//!    that wake-up was taken from the waiters still waiting. So an op
+//!    that completes woken after its future was dropped, a future dropped
+//!    with a wake it never read, and every wait ended by `ECANCELED` (a
+//!    cancel or timeout racing a wake: some kernels count a claimed
+//!    waiter as woken) pass one `FUTEX_WAKE` on to the word. The sync
+//!    path needs none of this: a woken thread always returns and the guest
+//!    looks again.
+//!
+//! The kernel copies a `FUTEX_WAITV`'s vector and a link timeout's
+//! `timespec` when it prepares them, and only reads the futex words; the
+//! `Op` stays alive until its completion so that the word's page is not
+//! unmapped (and its address reused) under a wait the kernel still holds.
 //!
 //! These are tested with real threads, real futexes and real guests
-//! (`host/tests/wasm/async_wait.rs`): cancellation leaves no waiter,
+//! (`host/tests/windows/async_wait.rs`): cancellation leaves no waiter,
 //! 1,000 waits on a 2-worker runtime leave it free, interrupts and
 //! deadlines end async waits, and the fallback passes the same tests in a
 //! child process with `SHMGATE_ASYNC_WAIT=threads`.
@@ -254,19 +269,38 @@ struct Op {
 struct OpState {
     res: Option<Res>,
     waker: Option<Waker>,
+    /// The future was dropped before the wait ended: nobody will read
+    /// `res` (invariant 6).
+    abandoned: bool,
 }
 
 impl Op {
-    /// Sets the result and wakes the future (invariant 4).
+    /// Sets the result and wakes the future (invariant 4); passes on a
+    /// wake-up nobody will see (invariant 6).
     fn complete(&self, res: Res) {
-        let waker = {
+        let (waker, abandoned) = {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             st.res = Some(res);
-            st.waker.take()
+            (st.waker.take(), st.abandoned)
         };
         PENDING.fetch_sub(1, Ordering::SeqCst);
+        if (abandoned && res == 0) || res == -libc::ECANCELED {
+            self.pass_wake_on();
+        }
         if let Some(w) = waker {
-            w.wake();
+            // A waker that panics must not take the reactor thread (and
+            // every other store's waits) with it.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake()));
+        }
+    }
+
+    /// `futex(FUTEX_WAKE, 1)` on the shared word for a wake-up this wait
+    /// may have taken from the kernel without its guest ever seeing it, so
+    /// that another waiter gets it (a spurious wake-up at worst, which
+    /// `wait32` allows). The op still holds the word's mapping.
+    fn pass_wake_on(&self) {
+        if let Ok(word) = self.plan.word() {
+            let _ = sys::futex_wake(word, 1);
         }
     }
 
@@ -372,14 +406,16 @@ impl Future for WaitFuture {
 impl Drop for WaitFuture {
     fn drop(&mut self) {
         if let Stage::Armed { op, id, .. } = &self.stage {
-            let done = op
-                .state
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .res
-                .is_some();
-            if !done {
-                engine().cancel(op, *id);
+            let res = {
+                let mut st = op.state.lock().unwrap_or_else(|e| e.into_inner());
+                st.abandoned = st.res.is_none();
+                st.res
+            };
+            match res {
+                None => engine().cancel(op, *id),
+                // Woken, but the guest will never know: pass it on.
+                Some(0) => op.pass_wake_on(),
+                Some(_) => {}
             }
         }
     }
@@ -687,9 +723,14 @@ fn arm(
             _timeout: timeout,
         },
     );
-    // A link must not be split by a full queue between its two entries.
-    if ring.space()? < 2 {
+    // A link must not be split by a full queue between its two entries:
+    // one submission may leave the queue full (the kernel stops a batch
+    // when it cannot allocate), so wait for room for both.
+    while ring.space()? < 2 {
         ring.submit_and_wait(0)?;
+        if ring.space()? < 2 {
+            std::thread::yield_now();
+        }
     }
     push(ring, wait, id)?;
     if let Some(t) = timeout_sqe {
@@ -841,6 +882,62 @@ mod tests {
             "a kernel wait never completed"
         );
         drop(creator);
+    }
+
+    /// The result the engine stored for an armed future, if any.
+    fn stored(f: &WaitFuture) -> Option<Res> {
+        match &f.stage {
+            Stage::Armed { op, .. } => op.state.lock().unwrap().res,
+            _ => None,
+        }
+    }
+
+    /// Invariant 6: two futures wait on one word; `notify(word, 1)` wakes
+    /// one of them, which is then dropped without being polled. The wake
+    /// must reach the other one instead of being lost with the dropped
+    /// future (without passing it on, the other waits out its 3 s
+    /// `max_wait` and ends `ETIMEDOUT`).
+    #[test]
+    fn a_dropped_future_passes_its_wake_on() {
+        let scope = Scope(format!("shmgate-ut-pass-{}.", std::process::id()));
+        let policy = || {
+            ShmPolicy::builder()
+                .namespace(&scope.0)
+                .allow_create(true)
+                .max_wait(Duration::from_secs(3))
+                .build()
+                .unwrap()
+        };
+        let mut ctx = ShmCtx::new(policy());
+        let h = i32::try_from(ctx.open(b"w", 3, 0o600).unwrap()).unwrap();
+        ctx.set_size(h, 4096).unwrap();
+        // Word 40: no other test of this module waits there.
+        let mut a = ctx.wait32_async(h, 40, 0, -1);
+        let mut b = ctx.wait32_async(h, 40, 0, -1);
+        assert!(poll_once(&mut a).is_pending());
+        assert!(poll_once(&mut b).is_pending());
+        // Both are armed on the engine's thread within microseconds; give
+        // it ample time, then wake exactly one.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(ctx.notify(h, 40, 1).unwrap(), 1);
+        let mut woken = None;
+        for _ in 0..10_000 {
+            woken = match (stored(&a), stored(&b)) {
+                (Some(0), _) => Some(true),
+                (_, Some(0)) => Some(false),
+                _ => None,
+            };
+            if woken.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (dropped, other) = match woken.expect("one of the two was woken") {
+            true => (a, b),
+            false => (b, a),
+        };
+        drop(dropped);
+        assert_eq!(block_on(other), Ok(()));
     }
 
     /// A plan that fails its checks gives its error at once.

@@ -15,7 +15,8 @@
 //!
 //! # The async engine
 //!
-//! Chosen once per process, on the first async wait:
+//! Chosen once per process, on the first async wait (a child forked after
+//! that uses threads: `fork` does not copy the reactor thread):
 //!
 //! - **io_uring** (Linux 6.7+): one reactor thread owns one ring
 //!   (`SINGLE_ISSUER | DEFER_TASKRUN`). Each wait is one
@@ -437,7 +438,12 @@ pub enum AsyncWaitEngine {
 /// the kernel confirms the cancel).
 static PENDING: AtomicUsize = AtomicUsize::new(0);
 
-static ENGINE: OnceLock<Engine> = OnceLock::new();
+/// The engine, and the process that chose it.
+static ENGINE: OnceLock<(u32, Engine)> = OnceLock::new();
+
+/// What a child forked after the first async wait uses: the reactor
+/// thread was not copied into it, so its ring would never be served.
+static FORKED: Engine = Engine::Threads;
 
 /// Ids of armed waits; 0 and 1 are the reactor's own.
 static NEXT_ID: AtomicU64 = AtomicU64::new(16);
@@ -463,18 +469,25 @@ enum Request {
     Cancel(u64),
 }
 
-/// The engine, chosen on first use.
+/// The engine, chosen on first use (in a forked child, threads).
 fn engine() -> &'static Engine {
-    ENGINE.get_or_init(|| {
+    let (pid, engine) = ENGINE.get_or_init(|| {
         let forced = std::env::var_os("SHMGATE_ASYNC_WAIT").is_some_and(|v| v == "threads");
-        if forced {
-            return Engine::Threads;
-        }
-        match Reactor::start() {
-            Ok(r) => Engine::Uring(r),
-            Err(_) => Engine::Threads,
-        }
-    })
+        let engine = if forced {
+            Engine::Threads
+        } else {
+            match Reactor::start() {
+                Ok(r) => Engine::Uring(r),
+                Err(_) => Engine::Threads,
+            }
+        };
+        (std::process::id(), engine)
+    });
+    if *pid == std::process::id() {
+        engine
+    } else {
+        &FORKED
+    }
 }
 
 /// `io_uring_setup` and a probing `IORING_OP_FUTEX_WAITV`, once: the

@@ -178,6 +178,19 @@ impl SGuest {
     }
 }
 
+/// The test's segment `w` (64 KiB) in `ns`, removed when dropped.
+fn word_segment(ns: &Ns) -> shmgate_host::OwnedSegment {
+    OpenOptions::new()
+        .size(65536)
+        .open_owned(ns.name("w"))
+        .unwrap()
+}
+
+/// [`policy`] with a longest wait of `max_wait`, built.
+fn policy_with_wait(ns: &Ns, max_wait: Duration) -> shmgate_host::wasm::ShmPolicy {
+    policy(ns).max_wait(max_wait).build().unwrap()
+}
+
 fn policy(ns: &Ns) -> shmgate_host::wasm::ShmPolicyBuilder {
     ShmPolicy::builder().namespace(&ns.0)
 }
@@ -237,17 +250,9 @@ fn suite() {
 /// The checks and results of the sync `wait32`, case by case.
 async fn same_results_as_sync() {
     let ns = Ns::new();
-    let seg = OpenOptions::new()
-        .size(65536)
-        .open_owned(ns.name("w"))
-        .unwrap();
+    let seg = word_segment(&ns);
     seg.write_all_at(&5u32.to_le_bytes(), 8).unwrap();
-    let grant = || {
-        policy(&ns)
-            .max_wait(Duration::from_secs(60))
-            .build()
-            .unwrap()
-    };
+    let grant = || policy_with_wait(&ns, Duration::from_secs(60));
     let mut a = AGuest::new(grant()).await;
     let ha = a.open("w", 0).await;
     let mut s = SGuest::new(grant());
@@ -292,17 +297,8 @@ async fn same_results_as_sync() {
 /// the kernel with `EINTR`.
 async fn interrupt_wakes_a_pending_wait() {
     let ns = Ns::new();
-    let _seg = OpenOptions::new()
-        .size(65536)
-        .open_owned(ns.name("w"))
-        .unwrap();
-    let mut g = AGuest::new(
-        policy(&ns)
-            .max_wait(Duration::from_secs(600))
-            .build()
-            .unwrap(),
-    )
-    .await;
+    let _seg = word_segment(&ns);
+    let mut g = AGuest::new(policy_with_wait(&ns, Duration::from_secs(600))).await;
     let h = g.open("w", 0).await;
     let interrupt = g.store.data().shm.interrupt_handle();
     let task = tokio::spawn(async move { g.wait(h, 0, 0, -1).await });
@@ -317,17 +313,8 @@ async fn interrupt_wakes_a_pending_wait() {
 /// A guest that asks to wait forever is stopped by `max_wait`.
 async fn max_wait_bounds_a_wait() {
     let ns = Ns::new();
-    let _seg = OpenOptions::new()
-        .size(65536)
-        .open_owned(ns.name("w"))
-        .unwrap();
-    let mut g = AGuest::new(
-        policy(&ns)
-            .max_wait(Duration::from_millis(30))
-            .build()
-            .unwrap(),
-    )
-    .await;
+    let _seg = word_segment(&ns);
+    let mut g = AGuest::new(policy_with_wait(&ns, Duration::from_millis(30))).await;
     let h = g.open("w", 0).await;
     assert_eq!(g.wait(h, 0, 0, -1).await, Errno::TIMEDOUT.to_wire());
     assert_eq!(g.wait(h, 0, 0, i64::MAX).await, Errno::TIMEDOUT.to_wire());
@@ -339,16 +326,8 @@ async fn max_wait_bounds_a_wait() {
 /// finds no waiter.
 async fn dropping_the_future_cancels_the_kernel_wait() {
     let ns = Ns::new();
-    let _seg = OpenOptions::new()
-        .size(65536)
-        .open_owned(ns.name("w"))
-        .unwrap();
-    let grant = || {
-        policy(&ns)
-            .max_wait(Duration::from_secs(600))
-            .build()
-            .unwrap()
-    };
+    let _seg = word_segment(&ns);
+    let grant = || policy_with_wait(&ns, Duration::from_secs(600));
     let mut g = AGuest::new(grant()).await;
     let h = g.open("w", 0).await;
     let task = tokio::spawn(async move { g.wait(h, 16, 0, -1).await });
@@ -378,16 +357,8 @@ async fn dropping_the_future_cancels_the_kernel_wait() {
 async fn thousand_waiters_leave_the_runtime_free() {
     const N: usize = 1000;
     let ns = Ns::new();
-    let seg = OpenOptions::new()
-        .size(65536)
-        .open_owned(ns.name("w"))
-        .unwrap();
-    let grant = || {
-        policy(&ns)
-            .max_wait(Duration::from_secs(600))
-            .build()
-            .unwrap()
-    };
+    let seg = word_segment(&ns);
+    let grant = || policy_with_wait(&ns, Duration::from_secs(600));
     let started = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicUsize::new(0));
     let mut waiters = Vec::with_capacity(N);

@@ -158,8 +158,9 @@ fn by_name(names: &[OsString]) -> Result<Vec<Vec<u8>>, Failure> {
 }
 
 /// The regular files in `/dev/shm` whose names start with `prefix`, last
-/// modified at least `older_than` ago.
-fn by_prefix(prefix: &[u8], older_than: Option<Duration>) -> Result<Vec<Vec<u8>>, Failure> {
+/// modified at least `older_than` ago: what `rm --prefix` and
+/// `rm --orphaned` start from.
+fn listed(prefix: &[u8], older_than: Option<Duration>) -> Result<Vec<devshm::Entry>, Failure> {
     let entries = devshm::scan().map_err(|e| {
         Failure::new(
             exit::NOINPUT,
@@ -187,10 +188,18 @@ fn by_prefix(prefix: &[u8], older_than: Option<Duration>) -> Result<Vec<Vec<u8>>
             "candidate"
         );
         if old_enough {
-            targets.push(entry.name);
+            targets.push(entry);
         }
     }
     Ok(targets)
+}
+
+/// The names [`listed`] finds.
+fn by_prefix(prefix: &[u8], older_than: Option<Duration>) -> Result<Vec<Vec<u8>>, Failure> {
+    Ok(listed(prefix, older_than)?
+        .into_iter()
+        .map(|e| e.name)
+        .collect())
 }
 
 /// `rm --orphaned`: lists, then removes each orphan only if the re-check
@@ -237,26 +246,7 @@ fn by_prefix_entries(
     prefix: &[u8],
     older_than: Option<Duration>,
 ) -> Result<Vec<(Vec<u8>, Identity)>, Failure> {
-    let entries = devshm::scan().map_err(|e| {
-        Failure::new(
-            exit::NOINPUT,
-            format!("cannot read {}: {e}", devshm::SHM_DIR),
-        )
-    })?;
-    let now = SystemTime::now();
-    let entries: Vec<_> = entries
-        .into_iter()
-        .filter(|e| e.name.starts_with(prefix) && e.meta.is_file())
-        .filter(|e| {
-            let age = e
-                .meta
-                .modified()
-                .ok()
-                .and_then(|t| now.duration_since(t).ok())
-                .unwrap_or(Duration::ZERO);
-            older_than.is_none_or(|limit| age >= limit)
-        })
-        .collect();
+    let entries = listed(prefix, older_than)?;
     // As `ls`: creator locks first, then /proc (our own test descriptors
     // are closed by then).
     let creators: Vec<Option<bool>> = entries.iter().map(devshm::creator_alive).collect();
@@ -267,7 +257,7 @@ fn by_prefix_entries(
         .zip(creators)
         .filter(|(entry, creator)| {
             let orphan = devshm::is_orphaned(entry, *creator, &holders);
-            debug!(name = %devshm::escape(&entry.name), creator = ?creator, orphan, "candidate");
+            debug!(name = %devshm::escape(&entry.name), creator = ?creator, orphan, "orphan check");
             orphan
         })
         .map(|(entry, _)| {

@@ -31,7 +31,7 @@ use shmgate_host::OpenOptions;
 use shmgate_host::wasm::{
     ShmCtx, ShmPolicy, add_to_linker, add_to_linker_async, async_wait_engine, pending_async_waits,
 };
-use wasmtime::{Caller, Engine, Instance, Linker, Module, Store};
+use wasmtime::{Caller, Engine, Instance, Linker, Module, Store, TypedFunc};
 
 const GUEST: &str = r#"(module
   (import "shmgate_v1" "open" (func $open (param i32 i32 i32 i32) (result i64)))
@@ -129,10 +129,14 @@ impl Bench {
     }
 }
 
-/// Writes the segment's guest name (`w`) at guest address 0, for `open`.
-fn open_in(store: &mut Store<Host>, instance: &Instance) {
+/// The guest's `open`, with the segment's guest name (`w`) written at
+/// guest address 0 for it: call it with `(0, 1, oflags)`.
+fn open_w(store: &mut Store<Host>, instance: &Instance) -> TypedFunc<(i32, i32, i32), i64> {
     let mem = instance.get_memory(&mut *store, "memory").unwrap();
     mem.write(&mut *store, 0, b"w").unwrap();
+    instance
+        .get_typed_func::<(i32, i32, i32), i64>(&mut *store, "open")
+        .unwrap()
 }
 
 /// The notifier's side of one latency run: `SAMPLES` times, let the waiter
@@ -146,10 +150,7 @@ fn notify_loop(
     let (engine, module, linker) = &bench.sync;
     let mut store = bench.store(engine, stamp);
     let instance = linker.instantiate(&mut store, module).unwrap();
-    open_in(&mut store, &instance);
-    let open = instance
-        .get_typed_func::<(i32, i32, i32), i64>(&mut store, "open")
-        .unwrap();
+    let open = open_w(&mut store, &instance);
     let h = i32::try_from(open.call(&mut store, (0, 1, 1)).unwrap()).unwrap();
     let notify = instance
         .get_typed_func::<(i32, i64, i32), i64>(&mut store, "notify")
@@ -184,10 +185,7 @@ fn latency_sync(bench: &Bench, word: &shmgate_host::Mapping) -> Histogram<u64> {
         let mut store = bench.store(&engine, &stamp);
         std::thread::spawn(move || {
             let instance = linker.instantiate(&mut store, &module).unwrap();
-            open_in(&mut store, &instance);
-            let open = instance
-                .get_typed_func::<(i32, i32, i32), i64>(&mut store, "open")
-                .unwrap();
+            let open = open_w(&mut store, &instance);
             let h = i32::try_from(open.call(&mut store, (0, 1, 0)).unwrap()).unwrap();
             let wait = instance
                 .get_typed_func::<(i32, i64, i32), i64>(&mut store, "wait_stamp")
@@ -222,10 +220,7 @@ fn latency_async(
     let mut store = bench.store(&engine, &stamp);
     let waiter = rt.spawn(async move {
         let instance = linker.instantiate_async(&mut store, &module).await.unwrap();
-        open_in(&mut store, &instance);
-        let open = instance
-            .get_typed_func::<(i32, i32, i32), i64>(&mut store, "open")
-            .unwrap();
+        let open = open_w(&mut store, &instance);
         let h = i32::try_from(open.call_async(&mut store, (0, 1, 0)).await.unwrap()).unwrap();
         let wait = instance
             .get_typed_func::<(i32, i64, i32), i64>(&mut store, "wait_stamp")
@@ -270,10 +265,7 @@ fn start_waiters(bench: &Bench, rt: &tokio::runtime::Runtime) -> Vec<tokio::task
         let mut store = bench.store(&engine, &Arc::new(AtomicU64::new(0)));
         tasks.push(rt.spawn(async move {
             let instance = linker.instantiate_async(&mut store, &module).await.unwrap();
-            open_in(&mut store, &instance);
-            let open = instance
-                .get_typed_func::<(i32, i32, i32), i64>(&mut store, "open")
-                .unwrap();
+            let open = open_w(&mut store, &instance);
             let h = i32::try_from(open.call_async(&mut store, (0, 1, 0)).await.unwrap()).unwrap();
             let wait = instance
                 .get_typed_func::<(i32, i64, i32, i64), i64>(&mut store, "wait32")
@@ -299,10 +291,7 @@ fn stop_waiters(
     let (engine, module, linker) = &bench.sync;
     let mut store = bench.store(engine, &Arc::new(AtomicU64::new(0)));
     let instance = linker.instantiate(&mut store, module).unwrap();
-    open_in(&mut store, &instance);
-    let open = instance
-        .get_typed_func::<(i32, i32, i32), i64>(&mut store, "open")
-        .unwrap();
+    let open = open_w(&mut store, &instance);
     let h = i32::try_from(open.call(&mut store, (0, 1, 0)).unwrap()).unwrap();
     let notify = instance
         .get_typed_func::<(i32, i64, i32), i64>(&mut store, "notify")

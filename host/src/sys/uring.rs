@@ -343,14 +343,7 @@ impl Ring {
                 Err(RErrno::INTR) => {
                     // The entries may have been consumed already: the
                     // kernel's SQ head says.
-                    let head = self
-                        .sq_ring
-                        .atomic(self.sq_off.head)?
-                        .load(Ordering::Acquire);
-                    let tail = self
-                        .sq_ring
-                        .atomic(self.sq_off.tail)?
-                        .load(Ordering::Relaxed);
+                    let (head, tail) = self.sq_head_tail()?;
                     self.unsubmitted = tail.wrapping_sub(head);
                 }
                 Err(RErrno::BUSY | RErrno::AGAIN) => return Ok(()),

@@ -98,37 +98,6 @@ fn component_producer_and_module_consumer_interoperate() {
     same_checksum(&producer.stdout, &consumer.stdout);
 }
 
-/// The grant flags mean the same for components: without a namespace,
-/// `EACCES`; read-only refuses a create.
-#[test]
-fn component_grants_are_the_module_grants() {
-    let ns = Namespace::new("cg");
-    let out = shmgate(&["run", COMPONENT_PRODUCER, "--", "x", "4096"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("EACCES"),
-        "{}",
-        text(&out)
-    );
-    let out = shmgate(&[
-        "run",
-        "--namespace",
-        &ns.0,
-        "--read-only",
-        COMPONENT_PRODUCER,
-        "--",
-        "x",
-        "4096",
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("EACCES"),
-        "{}",
-        text(&out)
-    );
-    assert!(ns.entries().is_empty(), "{:?}", ns.entries());
-}
-
 /// A component that imports an interface nobody provides is refused
 /// before it runs, with exit code 69 (`EX_UNAVAILABLE`) and the
 /// interface's name; a file with a component header that is not a valid

@@ -1,41 +1,50 @@
-//! What `shmgate run` grants, and its exit codes.
+//! What `shmgate run` grants (to core modules and components alike), and
+//! its exit codes.
 
-use shmgate_guest_artifacts::{CONSUMER, PRODUCER};
+use shmgate_guest_artifacts::{COMPONENT_PRODUCER, CONSUMER, PRODUCER};
 
 use crate::common::{Namespace, shmgate, text};
+
+/// The producer guest built both ways: the grant flags mean the same to a
+/// core module and to a component.
+const PRODUCERS: [&str; 2] = [PRODUCER, COMPONENT_PRODUCER];
 
 /// Without a namespace the guest gets no segments: EACCES, and it says so.
 #[test]
 fn no_grant_means_eacces() {
-    let ns = Namespace::new("deny");
-    let out = shmgate(&["run", PRODUCER, "--", "x", "4096"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("EACCES"), "{stderr}");
-    assert!(ns.entries().is_empty());
+    for producer in PRODUCERS {
+        let ns = Namespace::new("deny");
+        let out = shmgate(&["run", producer, "--", "x", "4096"]);
+        assert_eq!(out.status.code(), Some(1), "{producer}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("EACCES"), "{producer}: {stderr}");
+        assert!(ns.entries().is_empty(), "{producer}: {:?}", ns.entries());
+    }
 }
 
 /// A read-only grant refuses a create with EACCES and creates nothing.
 #[test]
 fn read_only_grant_refuses_create() {
-    let ns = Namespace::new("ro");
-    let out = shmgate(&[
-        "run",
-        "--namespace",
-        &ns.0,
-        "--read-only",
-        PRODUCER,
-        "--",
-        "x",
-        "4096",
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("EACCES"),
-        "{}",
-        text(&out)
-    );
-    assert!(ns.entries().is_empty());
+    for producer in PRODUCERS {
+        let ns = Namespace::new("ro");
+        let out = shmgate(&[
+            "run",
+            "--namespace",
+            &ns.0,
+            "--read-only",
+            producer,
+            "--",
+            "x",
+            "4096",
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{producer}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("EACCES"),
+            "{producer}: {}",
+            text(&out)
+        );
+        assert!(ns.entries().is_empty(), "{producer}: {:?}", ns.entries());
+    }
 }
 
 /// Creating is granted but the size limit is not: EFBIG, and the guest

@@ -25,6 +25,18 @@
 //! anyone else uses it, also look for processes with it open or mapped, as
 //! `shmgate ls` and `shmgate rm --orphaned` do.
 //!
+//! # The holder lock
+//!
+//! Every managed open of an existing object (the same paths, except the
+//! bare [`open`](crate::open)) takes the same kind of lock on the byte before
+//! (offset `2^63 - 3`), and keeps it as long as its descriptor or a mapping
+//! made through it lives. [`Status::holder_alive`] tests it. A lock lives in
+//! the inode, so it is seen from every mount and PID namespace, every
+//! container sharing the tmpfs, where `/proc` shows only the processes of
+//! the inspector's own PID namespace. If another description holds a write
+//! lock covering that byte (a whole-file `lockf`), the open goes on without
+//! the holder lock: that lock is then seen instead.
+//!
 //! ## What the lock costs and what it can meet
 //!
 //! Taking it is one `fcntl` (about 1.2 µs on the development machine, where
@@ -85,11 +97,15 @@ pub struct Status {
     pub identity: Identity,
     /// Whether another open file description holds the creator lock.
     pub creator_alive: bool,
+    /// Whether another open file description holds the holder lock: a
+    /// process, in any PID namespace, opened the object through a managed
+    /// path and still holds it (or a lock covers that byte).
+    pub holder_alive: bool,
 }
 
 /// Opens `name` read-only (`O_NOFOLLOW | O_NONBLOCK`, regular files only,
-/// like [`open`](crate::open)) and tests its creator lock with
-/// `F_OFD_GETLK`.
+/// like [`open`](crate::open), taking no lock) and tests its creator and
+/// holder locks with `F_OFD_GETLK`.
 ///
 /// # Errors
 ///
@@ -104,9 +120,11 @@ pub fn inspect(name: impl AsRef<[u8]>) -> Result<Status, Error> {
 fn status_of(seg: &Segment) -> Result<Status, Error> {
     let identity = seg.identity()?;
     let creator_alive = sys::creator_lock_held(seg.fd()).map_err(check_err(seg.name()))?;
+    let holder_alive = sys::holder_lock_held(seg.fd()).map_err(check_err(seg.name()))?;
     Ok(Status {
         identity,
         creator_alive,
+        holder_alive,
     })
 }
 
@@ -131,6 +149,8 @@ pub enum Removal {
     Changed,
     /// Its creator is alive: left alone.
     CreatorAlive,
+    /// A managed open holds it (the holder lock): left alone.
+    HolderAlive,
 }
 
 /// `unlink(name)` only if the name still refers to `identity`, checked
@@ -159,7 +179,8 @@ pub fn unlink_if_same(name: impl AsRef<[u8]>, identity: Identity) -> Result<bool
 }
 
 /// Removes `name` if it still refers to `identity` (the object a listing
-/// found) and that object's creator lock is not held, re-checking both
+/// found) and neither that object's creator lock nor its holder lock is
+/// held, re-checking all three
 /// right before the unlink; this is `shmgate rm --orphaned`'s last step.
 /// A name re-created since the listing is [`Removal::Changed`] and left
 /// alone.
@@ -198,6 +219,9 @@ pub fn unlink_if_orphaned(name: impl AsRef<[u8]>, identity: Identity) -> Result<
     }
     if status.creator_alive {
         return Ok(Removal::CreatorAlive);
+    }
+    if status.holder_alive {
+        return Ok(Removal::HolderAlive);
     }
     sys::unlink(&path).map_err(unlink_err)?;
     Ok(Removal::Removed)

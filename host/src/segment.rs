@@ -28,9 +28,12 @@ pub(crate) fn path_of(name: &[u8]) -> Result<ShmPath, Errno> {
 ///
 /// This is the exact `shm_open` equivalent: one `open` (plus an `fstat` and
 /// an `fcntl` unless it creates with `EXCL`), nothing more. In particular it
-/// takes no creator lock (see [`lifecycle`](crate::lifecycle)), so a segment
-/// it creates looks orphaned once nobody has it open or mapped; create
-/// through [`OpenOptions`] (or [`Segment::create_new`]) to get one.
+/// takes no creator lock and no holder lock (see
+/// [`lifecycle`](crate::lifecycle)), so a segment it creates looks orphaned
+/// once nobody has it open or mapped, and a process that holds it through
+/// this open is seen only in `/proc` (not from another PID namespace);
+/// create and open through [`OpenOptions`] (or [`Segment::create_new`]) to
+/// get them.
 ///
 /// # Errors
 ///
@@ -78,15 +81,24 @@ fn open_unlocked(name: Arc<[u8]>, flags: OFlags, mode: Mode) -> Result<Segment, 
 ///
 /// A create with `CREATE | EXCL` (the object is certainly ours) takes the
 /// creator lock (see [`crate::lifecycle`]) before returning; if that fails,
-/// the new name is removed again.
+/// the new name is removed again. Any other open takes the holder lock, so
+/// that `shmgate ls` and `rm --orphaned` see this process hold the object
+/// from any PID namespace; if another description holds a write lock over
+/// that byte (`EAGAIN`, `EACCES`: a whole-file `lockf`), the open goes on
+/// without it, as that lock shows a live holder by itself.
 pub(crate) fn open_shared(name: Arc<[u8]>, flags: OFlags, mode: Mode) -> Result<Segment, Error> {
     let seg = open_unlocked(name, flags, mode)?;
-    if flags.contains(OFlags::CREATE | OFlags::EXCL)
-        && let Err(errno) = sys::hold_creator_lock(seg.fd())
-    {
-        let err = Error::new(Op::Open, &seg.name, errno);
-        drop(OwnedSegment { seg: Some(seg) });
-        return Err(err);
+    if flags.contains(OFlags::CREATE | OFlags::EXCL) {
+        if let Err(errno) = sys::hold_creator_lock(seg.fd()) {
+            let err = Error::new(Op::Open, &seg.name, errno);
+            drop(OwnedSegment { seg: Some(seg) });
+            return Err(err);
+        }
+    } else {
+        match sys::hold_holder_lock(seg.fd()) {
+            Ok(()) | Err(Errno::AGAIN | Errno::ACCES) => {}
+            Err(errno) => return Err(Error::new(Op::Open, &seg.name, errno)),
+        }
     }
     Ok(seg)
 }
@@ -498,7 +510,9 @@ impl OpenOptions {
     /// A segment this call creates (`create_new`, or `create` when the name
     /// does not exist) is sized before its name appears, and carries the
     /// creator lock that lets `shmgate ls` and `rm --orphaned` tell a live
-    /// creator from a dead one (see [`crate::lifecycle`]).
+    /// creator from a dead one; a segment it opens carries the holder lock
+    /// for as long as this descriptor or a mapping made through it lives
+    /// (see [`crate::lifecycle`]). The bare [`open`] takes neither.
     ///
     /// # Errors
     ///

@@ -17,24 +17,37 @@
 //! 2. **A private temporary name**, where `O_TMPFILE` is refused (`EISDIR`
 //!    from kernels that do not know it, `EOPNOTSUPP` from file systems that
 //!    do not support it) or `/proc` is not mounted: the object is created as
-//!    `/dev/shm/.shmgate-new-<pid>-<n>` (`CREATE | EXCL`), sized and
-//!    filled, then `linkat`ed to its name (`EEXIST` likewise) and the
-//!    temporary name unlinked. A crash in between leaves the temporary
-//!    name, which `shmgate rm --orphaned` recognises: its creator lock died
-//!    with the creator.
+//!    `/dev/shm/.shmgate-new-<32 hex digits from getrandom>` (`CREATE |
+//!    EXCL`) with mode `0`, sized and filled, `fchmod`ed to its final mode
+//!    (the requested mode less the umask, read from a probe object created
+//!    with the requested mode and removed at once) just before it is
+//!    `linkat`ed to its name (`EEXIST` likewise) and the temporary name
+//!    unlinked. A taken temporary name costs a new random one, at most
+//!    [`TEMP_ATTEMPTS`] times, then `EAGAIN`.
+//!
+//! Route 1 is invisible to everyone until the name appears. Route 2 is
+//! not invisible: the temporary name shows in a listing of `/dev/shm`. But
+//! it cannot be guessed ahead, and with mode `0` no user but root (and
+//! processes with `CAP_DAC_OVERRIDE`) can open the half-made object during
+//! the initialisation; the owner's own other processes cannot either. A
+//! crash in between leaves the temporary name, which `shmgate rm
+//! --orphaned` run as root recognises: its creator lock died with the
+//! creator (without root, its mode `0` keeps the lock from being tested,
+//! and it is reported as unknown).
 //!
 //! iceoryx2's alternative, creating the real name with mode `0` and
 //! `fchmod`ing it when ready, publishes the name early: other users get
 //! `EACCES` instead of `ENOENT`, root opens the half-made object anyway,
 //! and `fchmod` ignores the umask, which a process cannot read without
-//! racing its own threads. Both routes here are invisible to everyone.
+//! racing its own threads (hence the probe object here).
 
 #[cfg(test)]
 use std::os::fd::AsFd;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use rustix::fs::{self as rfs, AtFlags, CWD};
+use rustix::rand::GetRandomFlags;
 use shmgate_core::{Errno, Mode, OFlags, SHM_DIR, ShmName, ShmPath};
 
 use super::retry;
@@ -52,6 +65,9 @@ const TEMP_NAME: u8 = 2;
 pub(crate) struct Pending {
     /// The temporary name (route 2), `None` for an `O_TMPFILE` object.
     temp: Option<ShmPath>,
+    /// The mode route 2 gives the object right before `linkat` (it is
+    /// created with mode `0`).
+    final_mode: u32,
 }
 
 /// Creates an object that has no visible name yet, mode `mode` less the
@@ -71,7 +87,13 @@ pub(crate) fn create_pending(mode: Mode) -> Result<(OwnedFd, Pending), Errno> {
         match retry(|| rfs::open(dir, flags, raw_mode)) {
             Ok(fd) => {
                 ROUTE.store(TMPFILE, Ordering::Relaxed);
-                return Ok((fd, Pending { temp: None }));
+                return Ok((
+                    fd,
+                    Pending {
+                        temp: None,
+                        final_mode: 0,
+                    },
+                ));
             }
             // A kernel without O_TMPFILE opens the directory: EISDIR. A
             // file system without it: EOPNOTSUPP.
@@ -84,21 +106,66 @@ pub(crate) fn create_pending(mode: Mode) -> Result<(OwnedFd, Pending), Errno> {
     create_temp_name(mode)
 }
 
-/// Route 2: `open("/dev/shm/.shmgate-new-<pid>-<n>", RDWR | CREATE | EXCL)`.
-fn create_temp_name(mode: Mode) -> Result<(OwnedFd, Pending), Errno> {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    loop {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let temp = format!(".shmgate-new-{}-{n}", std::process::id());
-        let path = ShmPath::new(&ShmName::new(temp.as_bytes())?);
-        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL;
+/// How many random temporary names route 2 tries before giving up with
+/// `EAGAIN`. Each is 128 random bits: a taken one means that someone
+/// planted names (it cannot happen by chance), and eight in a row cannot
+/// be a coincidence either.
+pub(crate) const TEMP_ATTEMPTS: u32 = 8;
+
+/// A fresh `/dev/shm/.shmgate-new-<32 hex digits>`, from `getrandom`.
+fn random_temp_path() -> Result<ShmPath, Errno> {
+    let mut bytes = [0u8; 16];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        let n = retry(|| rustix::rand::getrandom(&mut bytes[filled..], GetRandomFlags::empty()))?;
+        filled += n;
+    }
+    let mut name = String::from(".shmgate-new-");
+    for b in bytes {
+        name.push_str(&format!("{b:02x}"));
+    }
+    Ok(ShmPath::new(&ShmName::new(name.as_bytes())?))
+}
+
+/// `open(path, RDWR | CREATE | EXCL, mode)` under a new random temporary
+/// name for each of [`TEMP_ATTEMPTS`] tries that finds its name taken.
+fn create_random(flags: OFlags, mode: Mode) -> Result<(OwnedFd, ShmPath), Errno> {
+    for _ in 0..TEMP_ATTEMPTS {
+        let path = random_temp_path()?;
         match super::open(&path, flags, mode) {
-            Ok(fd) => return Ok((fd, Pending { temp: Some(path) })),
-            // A leftover of a dead process with our pid: take the next n.
+            Ok(fd) => return Ok((fd, path)),
             Err(Errno::EXIST) => continue,
             Err(e) => return Err(e),
         }
     }
+    Err(Errno::AGAIN)
+}
+
+/// The permission bits an object created with `mode` gets (`mode` less the
+/// umask, or what a default ACL on `/dev/shm` makes of it): a probe object
+/// is created with `mode`, `fstat`ed and removed. Reading the umask with
+/// `umask(2)` would change it for the other threads for a moment.
+fn effective_mode(mode: Mode) -> Result<u32, Errno> {
+    let flags = OFlags::RDONLY | OFlags::CREATE | OFlags::EXCL;
+    let (probe, path) = create_random(flags, mode)?;
+    let stat = rfs::fstat(&probe).map_err(super::errno);
+    let _ = super::unlink(&path);
+    Ok(stat?.st_mode & Mode::MAX)
+}
+
+/// Route 2: `open("/dev/shm/.shmgate-new-<random>", RDWR | CREATE | EXCL,
+/// 0)`; its final mode is set by [`Pending::publish`].
+fn create_temp_name(mode: Mode) -> Result<(OwnedFd, Pending), Errno> {
+    let final_mode = effective_mode(mode)?;
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL;
+    let (fd, path) = create_random(flags, Mode::from_bits(0)?)?;
+    Ok((
+        fd,
+        Pending {
+            temp: Some(path),
+            final_mode,
+        },
+    ))
 }
 
 impl Pending {
@@ -124,8 +191,13 @@ impl Pending {
                 }
             }
             Some(temp) => {
-                let linked = retry(|| {
-                    rfs::linkat(CWD, temp.as_c_str(), CWD, path.as_c_str(), AtFlags::empty())
+                // Until now nobody but root could open it; from here the
+                // finished object has its final mode, then its name.
+                let mode = rfs::Mode::from_raw_mode(self.final_mode);
+                let linked = retry(|| rfs::fchmod(fd, mode)).and_then(|()| {
+                    retry(|| {
+                        rfs::linkat(CWD, temp.as_c_str(), CWD, path.as_c_str(), AtFlags::empty())
+                    })
                 });
                 let _ = super::unlink(&temp);
                 linked
@@ -186,9 +258,16 @@ mod tests {
         let _ = super::super::unlink(&path);
         let (fd, pending) = create_temp_name(Mode::OWNER_RW).unwrap();
         let temp = pending.temp.clone().unwrap();
+        let temp_name = temp.as_c_str().to_bytes();
+        assert!(temp_name.starts_with(b"/dev/shm/.shmgate-new-"));
+        assert_eq!(temp_name.len(), "/dev/shm/.shmgate-new-".len() + 32);
         assert!(super::super::open_path(&temp).is_ok());
+        // Nobody but root can open it while it is being made.
+        assert_eq!(rfs::fstat(&fd).unwrap().st_mode & 0o7777, 0);
         super::super::ftruncate(fd.as_fd(), 4096).unwrap();
         pending.publish(fd.as_fd(), &path).unwrap();
+        assert_eq!(rfs::fstat(&fd).unwrap().st_mode & 0o077, 0);
+        assert_eq!(rfs::fstat(&fd).unwrap().st_mode & 0o600, 0o600);
         assert_eq!(super::super::open_path(&temp).unwrap_err(), Errno::NOENT);
         let (_, st) = super::super::open_path(&path).unwrap();
         assert_eq!(st.len, 4096);

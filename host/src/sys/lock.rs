@@ -12,6 +12,12 @@
 //! The lock covers one byte at [`CREATOR_LOCK_OFFSET`], far past any real
 //! segment size, so it never meets a lock an application takes on its data
 //! (locks may lie past the end of a file).
+//!
+//! The holder lock is the same kind of lock on the byte before it
+//! ([`HOLDER_LOCK_OFFSET`]), taken by every managed open of an existing
+//! object (`OpenOptions`, guests' handles, the CLI): "some description holds
+//! it" means a live process, in any PID namespace or container sharing the
+//! tmpfs, still holds such a descriptor or a mapping made through it.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
@@ -25,10 +31,13 @@ fn last_errno() -> Errno {
     Errno::from_raw(u16::try_from(raw).unwrap_or(Errno::IO.raw()))
 }
 
-/// A `struct flock` of type `l_type` on the creator byte (`l_pid` 0, as
+/// The byte the holder lock covers: `i64::MAX - 2` (`2^63 - 3`).
+pub(crate) const HOLDER_LOCK_OFFSET: i64 = i64::MAX - 2;
+
+/// A `struct flock` of type `l_type` on the byte at `offset` (`l_pid` 0, as
 /// the OFD commands require).
 #[allow(unsafe_code)]
-fn creator_byte(l_type: libc::c_int) -> libc::flock {
+fn lock_byte(l_type: libc::c_int, offset: i64) -> libc::flock {
     // SAFETY: `flock` is a plain C struct of integers (and, on some
     // targets, padding fields); all zeroes is a valid value.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
@@ -39,7 +48,7 @@ fn creator_byte(l_type: libc::c_int) -> libc::flock {
         fl.l_type = l_type as libc::c_short;
         fl.l_whence = libc::SEEK_SET as libc::c_short;
     }
-    fl.l_start = CREATOR_LOCK_OFFSET;
+    fl.l_start = offset;
     fl.l_len = 1;
     fl
 }
@@ -52,9 +61,24 @@ fn creator_byte(l_type: libc::c_int) -> libc::flock {
 ///
 /// `EAGAIN` or `EACCES` if another description holds a write lock on that
 /// byte; `EBADF` if `fd` is not open for reading; `ENOLCK`.
-#[allow(unsafe_code)]
 pub(crate) fn hold_creator_lock(fd: BorrowedFd<'_>) -> Result<(), Errno> {
-    let fl = creator_byte(libc::F_RDLCK);
+    hold_read_lock(fd, CREATOR_LOCK_OFFSET)
+}
+
+/// `fcntl(fd, F_OFD_SETLK, {F_RDLCK, HOLDER_LOCK_OFFSET, 1})`: takes the
+/// holder lock on `fd`'s open file description. `fd` must be open for
+/// reading.
+///
+/// # Errors
+///
+/// As [`hold_creator_lock`].
+pub(crate) fn hold_holder_lock(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    hold_read_lock(fd, HOLDER_LOCK_OFFSET)
+}
+
+#[allow(unsafe_code)]
+fn hold_read_lock(fd: BorrowedFd<'_>, offset: i64) -> Result<(), Errno> {
+    let fl = lock_byte(libc::F_RDLCK, offset);
     loop {
         // SAFETY: F_OFD_SETLK reads the `flock` that `fl` holds for the
         // duration of the call; `fd` is kept open by the borrow.
@@ -76,9 +100,23 @@ pub(crate) fn hold_creator_lock(fd: BorrowedFd<'_>) -> Result<(), Errno> {
 /// # Errors
 ///
 /// `EBADF` for an `O_PATH` descriptor.
-#[allow(unsafe_code)]
 pub(crate) fn creator_lock_held(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
-    let mut fl = creator_byte(libc::F_WRLCK);
+    lock_held(fd, CREATOR_LOCK_OFFSET)
+}
+
+/// `fcntl(fd, F_OFD_GETLK, {F_WRLCK, HOLDER_LOCK_OFFSET, 1})`: whether any
+/// open file description other than `fd`'s holds the holder lock.
+///
+/// # Errors
+///
+/// As [`creator_lock_held`].
+pub(crate) fn holder_lock_held(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
+    lock_held(fd, HOLDER_LOCK_OFFSET)
+}
+
+#[allow(unsafe_code)]
+fn lock_held(fd: BorrowedFd<'_>, offset: i64) -> Result<bool, Errno> {
+    let mut fl = lock_byte(libc::F_WRLCK, offset);
     // SAFETY: F_OFD_GETLK reads and overwrites the `flock` that `fl` holds,
     // which lives across the call; `fd` is kept open by the borrow.
     let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };

@@ -15,6 +15,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
+use shmgate_core::{Errno, ShmName};
+
 /// Where POSIX shared memory objects live on Linux.
 pub(crate) const SHM_DIR: &str = "/dev/shm";
 
@@ -132,13 +134,39 @@ pub(crate) fn id(meta: &Metadata) -> Id {
     (meta.dev(), meta.ino())
 }
 
-/// The processes that hold objects, by object identity.
+/// The processes that hold objects, by object identity, and what `/proc`
+/// could not show.
 #[derive(Default)]
 pub(crate) struct Holders {
     /// Pids with a descriptor open on the object.
     pub(crate) open: BTreeMap<Id, BTreeSet<u32>>,
     /// Pids with the object mapped.
     pub(crate) mapped: BTreeMap<Id, BTreeSet<u32>>,
+    /// Live processes whose descriptors or mappings could not be read
+    /// (another user's without root, a non-dumpable one): any of them may
+    /// hold any object. Processes that exited while being read are not
+    /// counted.
+    pub(crate) uninspectable: BTreeSet<u32>,
+    /// Why `/proc` shows not every process at all: it cannot be read, or it
+    /// hides other users' processes (`hidepid`).
+    pub(crate) hidden: Option<String>,
+}
+
+impl Holders {
+    /// Why an object nobody is seen to hold may still be held, if anything
+    /// keeps this scan from being complete (for this PID namespace).
+    pub(crate) fn incomplete(&self) -> Option<String> {
+        if let Some(why) = &self.hidden {
+            return Some(why.clone());
+        }
+        match self.uninspectable.len() {
+            0 => None,
+            1 => Some("1 process could not be inspected (another user's or non-dumpable)".into()),
+            n => Some(format!(
+                "{n} processes could not be inspected (other users' or non-dumpable)"
+            )),
+        }
+    }
 }
 
 /// Linux's `major()` and `minor()` of a `dev_t`.
@@ -148,14 +176,43 @@ fn major_minor(dev: u64) -> (u64, u64) {
     (major, minor)
 }
 
+/// What reading one `/proc/PID` file gave.
+enum Read<T> {
+    Ok(T),
+    /// The process (or the descriptor) is gone: it holds nothing.
+    Gone,
+    /// Permission denied: the process is alive and may hold anything.
+    Denied,
+}
+
+fn classify<T>(result: io::Result<T>) -> Read<T> {
+    match result {
+        Ok(v) => Read::Ok(v),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Read::Denied,
+        // ENOENT, ESRCH: exited (or closed the descriptor) meanwhile.
+        Err(_) => Read::Gone,
+    }
+}
+
 /// Scans `/proc/*/fd` and `/proc/*/maps` for objects on `devices` (the
-/// `st_dev` of the `/dev/shm` entries). Processes whose `/proc` entries
-/// cannot be read (another user's, or gone) are skipped.
+/// `st_dev` of the `/dev/shm` entries), by device and inode, whatever path
+/// a process opened or mapped them through (a bind mount, `/run/shm`, a
+/// chroot, a container sharing the tmpfs). Processes whose descriptors or
+/// mappings cannot be read are recorded as uninspectable, unless they are
+/// gone by then, zombies or kernel threads (which hold nothing).
+///
+/// `/proc` shows only the processes of this PID namespace: see
+/// `shmgate ls --help`.
 pub(crate) fn holders(devices: &BTreeSet<u64>) -> Holders {
     let mut holders = Holders::default();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return holders;
+    let procs = match std::fs::read_dir("/proc") {
+        Ok(procs) => procs,
+        Err(e) => {
+            holders.hidden = Some(format!("/proc cannot be read ({e})"));
+            return holders;
+        }
     };
+    holders.hidden = hidepid();
     let majmin: BTreeMap<(u64, u64), u64> = devices.iter().map(|&d| (major_minor(d), d)).collect();
     for proc in procs.flatten() {
         let Some(pid) = proc
@@ -166,39 +223,113 @@ pub(crate) fn holders(devices: &BTreeSet<u64>) -> Holders {
             continue;
         };
         let dir = proc.path();
-        open_fds(&dir, pid, devices, &mut holders);
-        mappings(&dir, pid, &majmin, &mut holders);
+        if !may_hold(&dir) {
+            continue;
+        }
+        let fds = open_fds(&dir, pid, devices, &mut holders);
+        let maps = mappings(&dir, pid, &majmin, &mut holders);
+        // Denied, and still there afterwards (and no zombie by then).
+        if (fds || maps) && may_hold(&dir) {
+            holders.uninspectable.insert(pid);
+        }
     }
     holders
 }
 
-/// Adds `pid` as a holder of each object its descriptors link to.
-fn open_fds(dir: &Path, pid: u32, devices: &BTreeSet<u64>, holders: &mut Holders) {
-    let Ok(fds) = std::fs::read_dir(dir.join("fd")) else {
-        return;
+/// Whether the process at `dir` exists and can hold objects: not a zombie,
+/// not a kernel thread (`/proc/PID/stat`, which everyone may read).
+fn may_hold(dir: &Path) -> bool {
+    let Ok(stat) = std::fs::read(dir.join("stat")) else {
+        return false;
     };
-    for fd in fds.flatten() {
-        let Ok(target) = std::fs::read_link(fd.path()) else {
-            continue;
-        };
-        if !target.as_os_str().as_bytes().starts_with(b"/dev/shm/") {
-            continue;
-        }
-        // `stat` on the magic link gives the open object itself, even if
-        // its name is gone; it opens nothing.
-        let Ok(meta) = std::fs::metadata(fd.path()) else {
-            continue;
-        };
-        if devices.contains(&meta.dev()) {
-            holders.open.entry(id(&meta)).or_default().insert(pid);
-        }
+    // pid (comm) state ppid pgrp session tty_nr tpgid flags ...; comm may
+    // hold anything, so fields are counted after its last ')'.
+    let Some(close) = stat.iter().rposition(|&b| b == b')') else {
+        return true;
+    };
+    let mut fields = stat[close + 1..]
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty());
+    let state = fields.next();
+    if matches!(state, Some(b"Z" | b"X" | b"x")) {
+        return false;
     }
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let flags = fields
+        .nth(5)
+        .and_then(|f| std::str::from_utf8(f).ok())
+        .and_then(|f| f.parse::<u64>().ok());
+    flags.is_none_or(|f| f & PF_KTHREAD == 0)
 }
 
-/// Adds `pid` as a holder of each object mapped in its `maps`.
-fn mappings(dir: &Path, pid: u32, majmin: &BTreeMap<(u64, u64), u64>, holders: &mut Holders) {
-    let Ok(maps) = std::fs::read(dir.join("maps")) else {
-        return;
+/// Whether `/proc` is mounted with `hidepid` (other users' processes
+/// invisible) and we are not root.
+fn hidepid() -> Option<String> {
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if root {
+        return None;
+    }
+    let info = std::fs::read("/proc/self/mountinfo").ok()?;
+    for line in info.split(|&b| b == b'\n') {
+        let text = String::from_utf8_lossy(line);
+        let mut parts = text.split(" - ");
+        let (Some(mount), Some(fs)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if mount.split(' ').nth(4) != Some("/proc") {
+            continue;
+        }
+        let hides = fs.split(' ').nth(2).is_some_and(|opts| {
+            opts.split(',').any(|o| {
+                o.strip_prefix("hidepid=")
+                    .is_some_and(|v| !matches!(v, "0" | "off"))
+                    || o == "subset=pid"
+            })
+        });
+        if hides {
+            return Some("/proc hides other users' processes (hidepid)".into());
+        }
+    }
+    None
+}
+
+/// Adds `pid` as a holder of each object its descriptors refer to, by the
+/// identity `stat` on `/proc/PID/fd/N` gives (the open object itself, even
+/// if its name is gone or it was opened through another path; it opens
+/// nothing). Returns whether reading was denied.
+fn open_fds(dir: &Path, pid: u32, devices: &BTreeSet<u64>, holders: &mut Holders) -> bool {
+    let fds = match classify(std::fs::read_dir(dir.join("fd"))) {
+        Read::Ok(fds) => fds,
+        Read::Gone => return false,
+        Read::Denied => return true,
+    };
+    let mut denied = false;
+    for fd in fds.flatten() {
+        match classify(std::fs::metadata(fd.path())) {
+            Read::Ok(meta) => {
+                if devices.contains(&meta.dev()) {
+                    holders.open.entry(id(&meta)).or_default().insert(pid);
+                }
+            }
+            Read::Gone => {}
+            Read::Denied => denied = true,
+        }
+    }
+    denied
+}
+
+/// Adds `pid` as a holder of each object mapped in its `maps` (device and
+/// inode, whatever the path). Returns whether reading was denied.
+fn mappings(
+    dir: &Path,
+    pid: u32,
+    majmin: &BTreeMap<(u64, u64), u64>,
+    holders: &mut Holders,
+) -> bool {
+    let maps = match classify(std::fs::read(dir.join("maps"))) {
+        Read::Ok(maps) => maps,
+        Read::Gone => return false,
+        Read::Denied => return true,
     };
     for line in maps.split(|&b| b == b'\n') {
         // address perms offset dev inode pathname
@@ -220,6 +351,7 @@ fn mappings(dir: &Path, pid: u32, majmin: &BTreeMap<(u64, u64), u64>, holders: &
         };
         holders.mapped.entry((*dev, ino)).or_default().insert(pid);
     }
+    false
 }
 
 /// Parses `maps`' `MAJOR:MINOR` (hex).
@@ -232,26 +364,127 @@ fn parse_dev(field: &[u8]) -> Option<(u64, u64)> {
     ))
 }
 
-/// Whether the creator lock of `entry`'s object is held (see
-/// `shmgate_host::lifecycle`): `None` if it is not a regular file, cannot
-/// be opened for reading, or is no longer the object listed.
-pub(crate) fn creator_alive(entry: &Entry) -> Option<bool> {
-    if !entry.meta.is_file() {
-        return None;
-    }
-    let status = shmgate_host::lifecycle::inspect(&entry.name).ok()?;
-    let listed = shmgate_host::Identity::new(entry.meta.dev(), entry.meta.ino());
-    (status.identity == listed).then_some(status.creator_alive)
+/// The creator and holder locks of an entry's object, as
+/// `shmgate_host::lifecycle::inspect` found them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Locks {
+    /// Tested on the object listed.
+    Tested { creator: bool, holder: bool },
+    /// Not a regular file with a valid name: never opened.
+    NotTested,
+    /// It cannot be opened for reading (no permission): unknown.
+    Unreadable,
+    /// The name refers to another object than the one listed (or is gone).
+    Changed,
 }
 
-/// A regular file whose creator is known to be gone and that no process
-/// (that this user can see in `/proc`) has open or mapped.
-pub(crate) fn is_orphaned(entry: &Entry, creator_alive: Option<bool>, holders: &Holders) -> bool {
+/// Tests the locks of `entry`'s object (opening it read-only for a moment,
+/// taking no lock).
+pub(crate) fn locks(entry: &Entry) -> Locks {
+    if !entry.meta.is_file() || ShmName::new(&entry.name).is_err() {
+        return Locks::NotTested;
+    }
+    match shmgate_host::lifecycle::inspect(&entry.name) {
+        Ok(status) => {
+            let listed = shmgate_host::Identity::new(entry.meta.dev(), entry.meta.ino());
+            if status.identity == listed {
+                Locks::Tested {
+                    creator: status.creator_alive,
+                    holder: status.holder_alive,
+                }
+            } else {
+                Locks::Changed
+            }
+        }
+        Err(e) if matches!(e.errno(), Errno::NOENT | Errno::INVAL | Errno::LOOP) => Locks::Changed,
+        Err(_) => Locks::Unreadable,
+    }
+}
+
+/// What `ls` says of an entry and `rm --orphaned` does with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Not a shared memory object shmgate may touch (a directory, FIFO,
+    /// symlink, socket, device, or a name shm_open's rules refuse): listed,
+    /// never opened, followed or removed.
+    Skipped(String),
+    /// Someone holds it: a lock, a descriptor or a mapping.
+    InUse(String),
+    /// Proven free: no lock held, and no process (all of them inspected)
+    /// has it open or mapped.
+    Orphaned,
+    /// Nobody is seen to hold it, but the check is incomplete (the reason).
+    Unknown(String),
+}
+
+impl Verdict {
+    /// The word `ls` shows.
+    pub(crate) fn word(&self) -> &'static str {
+        match self {
+            Verdict::Skipped(_) => "skipped",
+            Verdict::InUse(_) => "in-use",
+            Verdict::Orphaned => "orphaned",
+            Verdict::Unknown(_) => "unknown",
+        }
+    }
+
+    /// Why, for `ls --json` and `rm`'s messages (empty for an orphan).
+    pub(crate) fn reason(&self) -> &str {
+        match self {
+            Verdict::Skipped(r) | Verdict::InUse(r) | Verdict::Unknown(r) => r,
+            Verdict::Orphaned => "",
+        }
+    }
+}
+
+/// The verdict on `entry`, from its locks and the `/proc` scan.
+pub(crate) fn verdict(entry: &Entry, locks: Locks, holders: &Holders) -> Verdict {
+    let ft = entry.meta.file_type();
+    if !ft.is_file() {
+        let what = match kind(ft) {
+            "symlink" => "a symlink (never followed)",
+            "dir" => "a directory",
+            "fifo" => "a FIFO",
+            "socket" => "a socket",
+            "char-device" | "block-device" => "a device",
+            _ => "not a regular file",
+        };
+        return Verdict::Skipped(format!("{what}, not a shared memory object"));
+    }
+    if let Err(e) = ShmName::new(&entry.name) {
+        return Verdict::Skipped(format!(
+            "not a valid shared memory name: {e} ({})",
+            Errno::from(e).name()
+        ));
+    }
     let id = id(&entry.meta);
-    entry.meta.is_file()
-        && creator_alive == Some(false)
-        && holders.open.get(&id).is_none_or(BTreeSet::is_empty)
-        && holders.mapped.get(&id).is_none_or(BTreeSet::is_empty)
+    let pids = |map: &BTreeMap<Id, BTreeSet<u32>>| map.get(&id).map_or(0, BTreeSet::len);
+    match locks {
+        Locks::Tested { creator: true, .. } => {
+            return Verdict::InUse("its creator lock is held".into());
+        }
+        Locks::Tested { holder: true, .. } => {
+            return Verdict::InUse("its holder lock is held (a managed open)".into());
+        }
+        _ => {}
+    }
+    if pids(&holders.open) > 0 || pids(&holders.mapped) > 0 {
+        return Verdict::InUse("open or mapped".into());
+    }
+    match locks {
+        Locks::Tested { .. } => {}
+        Locks::NotTested => unreachable!("a regular file with a valid name is tested"),
+        Locks::Unreadable => {
+            return Verdict::Unknown(
+                "its locks cannot be tested: no read permission (root can)".into(),
+            );
+        }
+        Locks::Changed => return Verdict::Unknown("re-created or removed while listing".into()),
+    }
+    match holders.incomplete() {
+        Some(why) => Verdict::Unknown(why),
+        None => Verdict::Orphaned,
+    }
 }
 
 /// The path of `name` in `/dev/shm`, for `lstat` only: callers pass names

@@ -41,14 +41,37 @@ JSON (--json): an array, sorted by name, of objects with the fields
                         of it (the creator lock, an F_OFD_SETLK read lock
                         on byte 2^63-2); false also for objects made
                         without shmgate; null when it cannot be tested
-                        (not a regular file, or not readable by you)
-  orphaned    bool      a regular file whose creator_alive is false and
-                        that no listed process has open or mapped: what
-                        `shmgate rm --orphaned` removes
-Holders are matched by device and inode, so a mapping of an unlinked
-object (\"(deleted)\" in /proc/PID/maps) is never attributed to a new
-object of the same name. Processes whose /proc entries cannot be read
-(other users', without root) are not listed.";
+                        (not a regular file, a name shm_open refuses, or
+                        not readable by you)
+  holder_alive   bool or null
+                        whether a process holds it through a managed open
+                        (OpenOptions, a guest's handle or window, the CLI:
+                        the holder lock, a read lock on byte 2^63-3), seen
+                        from any PID namespace or container; null as for
+                        creator_alive
+  status      string    in-use (a lock, a descriptor or a mapping holds
+                        it), orphaned (proven free), unknown (nobody is
+                        seen to hold it, but the check is incomplete) or
+                        skipped (not a shared memory object shmgate
+                        touches: a directory, FIFO, symlink, socket,
+                        device, or a name shm_open's rules refuse)
+  reason      string    why, for in-use, unknown and skipped; else \"\"
+  orphaned    bool      status is orphaned: what `shmgate rm --orphaned`
+                        removes
+Holders are matched by device and inode, whatever path a process opened
+or mapped an object through (a bind mount, /run/shm, a chroot, a
+container sharing the tmpfs), and a mapping of an unlinked object
+(\"(deleted)\" in /proc/PID/maps) is never attributed to a new object of
+the same name.
+What ls cannot know: /proc shows only the processes of its own PID
+namespace, and nothing of other hosts or VMs sharing the tmpfs; without
+root, other users' and non-dumpable processes cannot be read. So an
+object is orphaned only if no lock is held, every visible process could
+be read, and none has it open or mapped; if some process could not be
+read, such objects are unknown (this is also said once on stderr). A
+holder in another PID namespace is seen only through the locks that
+shmgate's managed opens take; the bare shmgate_host::open, glibc's
+shm_open or Python take none.";
 
 /// List the objects in /dev/shm and the processes that hold them.
 ///
@@ -85,6 +108,9 @@ struct Object {
     open_by: Vec<u32>,
     mapped_by: Vec<u32>,
     creator_alive: Option<bool>,
+    holder_alive: Option<bool>,
+    status: &'static str,
+    reason: String,
     orphaned: bool,
 }
 
@@ -97,22 +123,27 @@ pub(crate) fn ls(args: &LsArgs) -> Result<u8, Failure> {
         )
     })?;
     debug!(entries = entries.len(), "read {}", devshm::SHM_DIR);
-    // Creator locks first: each test opens the object for a moment, and
-    // those descriptors are closed again before /proc is scanned.
-    let creators: Vec<Option<bool>> = entries.iter().map(devshm::creator_alive).collect();
+    // Locks first: each test opens the object for a moment, and those
+    // descriptors are closed again before /proc is scanned.
+    let locks: Vec<devshm::Locks> = entries.iter().map(devshm::locks).collect();
     let devices: BTreeSet<u64> = entries.iter().map(|e| e.meta.dev()).collect();
     let holders = devshm::holders(&devices);
     let users = devshm::users();
     let objects: Vec<(Object, &Entry)> = entries
         .iter()
-        .zip(creators)
-        .map(|(entry, creator_alive)| {
+        .zip(locks)
+        .map(|(entry, locks)| {
             let id = devshm::id(&entry.meta);
             let pids = |map: &std::collections::BTreeMap<_, BTreeSet<u32>>| {
                 map.get(&id)
                     .map(|p| p.iter().copied().collect())
                     .unwrap_or_default()
             };
+            let (creator_alive, holder_alive) = match locks {
+                devshm::Locks::Tested { creator, holder } => (Some(creator), Some(holder)),
+                _ => (None, None),
+            };
+            let verdict = devshm::verdict(entry, locks, &holders);
             let object = Object {
                 name: String::from_utf8_lossy(&entry.name).into_owned(),
                 name_bytes: std::str::from_utf8(&entry.name)
@@ -128,7 +159,10 @@ pub(crate) fn ls(args: &LsArgs) -> Result<u8, Failure> {
                 open_by: pids(&holders.open),
                 mapped_by: pids(&holders.mapped),
                 creator_alive,
-                orphaned: devshm::is_orphaned(entry, creator_alive, &holders),
+                holder_alive,
+                status: verdict.word(),
+                reason: verdict.reason().to_owned(),
+                orphaned: verdict == devshm::Verdict::Orphaned,
             };
             (object, entry)
         })
@@ -144,6 +178,15 @@ pub(crate) fn ls(args: &LsArgs) -> Result<u8, Failure> {
         table(&mut out, &objects);
     }
     write_stdout(&out)?;
+    let unknown = objects.iter().filter(|(o, _)| o.status == "unknown").count();
+    if unknown > 0 {
+        let why = holders
+            .incomplete()
+            .unwrap_or_else(|| "their locks cannot be tested without read permission".into());
+        eprintln!(
+            "shmgate: ls: {unknown} object(s) unknown, not orphaned: {why}; running as root (in the host's PID namespace) would decide"
+        );
+    }
     Ok(0)
 }
 
@@ -164,11 +207,12 @@ fn table(out: &mut Vec<u8>, objects: &[(Object, &Entry)]) {
         "OWNER",
         "MODIFIED (UTC)",
         "CREATOR",
+        "STATUS",
         "OPEN BY",
         "MAPPED BY",
         "NAME",
     ];
-    let mut rows: Vec<[String; 9]> = vec![header.map(str::to_owned)];
+    let mut rows: Vec<[String; 10]> = vec![header.map(str::to_owned)];
     for (o, entry) in objects {
         rows.push([
             o.kind.to_owned(),
@@ -176,19 +220,19 @@ fn table(out: &mut Vec<u8>, objects: &[(Object, &Entry)]) {
             o.size.to_string(),
             o.user.clone().unwrap_or_else(|| o.uid.to_string()),
             o.mtime.clone(),
-            match (o.creator_alive, o.orphaned) {
-                (Some(true), _) => "alive",
-                (_, true) => "orphaned",
-                (Some(false), false) => "gone",
-                (None, _) => "?",
+            match o.creator_alive {
+                Some(true) => "alive",
+                Some(false) => "gone",
+                None => "?",
             }
             .to_owned(),
+            o.status.to_owned(),
             pids(&o.open_by),
             pids(&o.mapped_by),
             devshm::escape(&entry.name),
         ]);
     }
-    let mut widths = [0; 9];
+    let mut widths = [0; 10];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -200,7 +244,7 @@ fn table(out: &mut Vec<u8>, objects: &[(Object, &Entry)]) {
             match i {
                 // The size is a number: right-aligned.
                 2 => line.push_str(&format!("{cell:>w$}  ")),
-                8 => line.push_str(cell),
+                9 => line.push_str(cell),
                 _ => line.push_str(&format!("{cell:<w$}  ")),
             }
         }

@@ -39,13 +39,19 @@ use crate::{Failure, exit, write_stdout};
 /// every object whose creator is gone and that no process has open or
 /// mapped. Prints each name removed.
 ///
-/// --orphaned sees the creator lock that segments created through shmgate
-/// carry (see `shmgate ls --help`); an object made without shmgate counts
-/// as orphaned once no process has it open or mapped. Without root, other
-/// users' processes are invisible in /proc, so run it as root for a
-/// system-wide cleanup. Each name is re-checked right before removal: if
-/// it was re-created since the listing, or its creator lock is held, it is
-/// left alone ("skipped").
+/// --orphaned removes only objects proven free: no creator or holder lock
+/// held (the locks shmgate's managed creates and opens take, seen from any
+/// PID namespace; see `shmgate ls --help`), and no process has it open or
+/// mapped, matched by device and inode whatever path it used. If some
+/// process cannot be inspected (without root: other users' and
+/// non-dumpable ones), objects nobody is seen to hold are "not proven
+/// orphaned" and skipped, one line each and a count at the end: run as
+/// root to decide. /proc cannot show processes of other PID namespaces or
+/// other hosts sharing the tmpfs; only the locks reach those. Directories,
+/// FIFOs, symlinks and names shm_open refuses are skipped, never followed
+/// or removed. Each name is re-checked right before removal: if it was
+/// re-created since the listing, or a lock is held, it is left alone
+/// ("skipped"). --dry-run lists the same objects with the same verdicts.
 ///
 /// Names follow shm_open's rules (one component, no '/', '.', '..', NUL or
 /// control bytes, a leading '/' is dropped); if any NAME breaks them,
@@ -170,7 +176,18 @@ fn listed(prefix: &[u8], older_than: Option<Duration>) -> Result<Vec<devshm::Ent
     let now = SystemTime::now();
     let mut targets = Vec::new();
     for entry in entries {
-        if !entry.name.starts_with(prefix) || !entry.meta.is_file() {
+        if !entry.name.starts_with(prefix) {
+            continue;
+        }
+        if !entry.meta.is_file() {
+            // Listed and skipped, never followed or removed (the same in a
+            // dry run).
+            let verdict = devshm::verdict(&entry, devshm::Locks::NotTested, &Default::default());
+            eprintln!(
+                "shmgate: rm \"{}\": skipped: {}",
+                devshm::escape(&entry.name),
+                verdict.reason()
+            );
             continue;
         }
         let age = entry
@@ -202,13 +219,54 @@ fn by_prefix(prefix: &[u8], older_than: Option<Duration>) -> Result<Vec<Vec<u8>>
         .collect())
 }
 
-/// `rm --orphaned`: lists, then removes each orphan only if the re-check
-/// right before the unlink agrees.
+/// The test-only seam of `rm --orphaned`: when this variable is set (and
+/// it is no dry run), `rm` prints `shmgate: test pause` on stderr after the
+/// listing and waits for a line on stdin before it removes anything, so
+/// that a test can re-create a name between the listing and the unlink.
+/// It changes nothing else; nothing but the tests sets it.
+pub(crate) const TEST_PAUSE_ENV: &str = "SHMGATE_TEST_PAUSE_BEFORE_UNLINK";
+
+/// `rm --orphaned`: lists every entry under `prefix` (and at least
+/// `older_than` old), judges each as `shmgate ls` does, reports what it
+/// skips and why (the same in a dry run), then removes each proven orphan
+/// only if the re-check right before the unlink agrees.
 fn rm_orphaned(prefix: &[u8], older_than: Option<Duration>, dry_run: bool) -> Result<u8, Failure> {
-    let candidates: Vec<(Vec<u8>, Identity)> = by_prefix_entries(prefix, older_than)?;
+    let entries = selected(prefix, older_than)?;
+    // As `ls`: locks first, then /proc (our own test descriptors are
+    // closed by then).
+    let locks: Vec<devshm::Locks> = entries.iter().map(devshm::locks).collect();
+    let devices: BTreeSet<u64> = entries.iter().map(|e| e.meta.dev()).collect();
+    let holders = devshm::holders(&devices);
+    let mut orphans = Vec::new();
+    let mut unknown = 0usize;
+    let mut unreadable = false;
+    for (entry, locks) in entries.into_iter().zip(locks) {
+        let verdict = devshm::verdict(&entry, locks, &holders);
+        let shown = devshm::escape(&entry.name);
+        debug!(name = %shown, locks = ?locks, verdict = ?verdict, "orphan check");
+        match verdict {
+            devshm::Verdict::Orphaned => {
+                let identity = Identity::new(entry.meta.dev(), entry.meta.ino());
+                orphans.push((entry.name, identity));
+            }
+            devshm::Verdict::InUse(_) => {}
+            devshm::Verdict::Skipped(why) => {
+                eprintln!("shmgate: rm \"{shown}\": skipped: {why}");
+            }
+            devshm::Verdict::Unknown(why) => {
+                unknown += 1;
+                unreadable |= locks == devshm::Locks::Unreadable;
+                eprintln!("shmgate: rm \"{shown}\": skipped: not proven orphaned: {why}");
+            }
+        }
+    }
+    if !dry_run && std::env::var_os(TEST_PAUSE_ENV).is_some() {
+        eprintln!("shmgate: test pause");
+        let _ = std::io::stdin().read_line(&mut String::new());
+    }
     let mut out = Vec::new();
     let mut failed = false;
-    for (name, identity) in candidates {
+    for (name, identity) in orphans {
         let shown = devshm::escape(&name);
         if dry_run {
             out.extend(format!("would remove {shown}\n").bytes());
@@ -227,6 +285,10 @@ fn rm_orphaned(prefix: &[u8], older_than: Option<Duration>, dry_run: bool) -> Re
                 info!(name = %shown, "creator alive again");
                 eprintln!("shmgate: rm \"{shown}\": skipped: its creator lock is held");
             }
+            Ok(Removal::HolderAlive) => {
+                info!(name = %shown, "held again");
+                eprintln!("shmgate: rm \"{shown}\": skipped: its holder lock is held");
+            }
             Err(e) if e.errno() == Errno::NOENT => {
                 debug!(name = %shown, "already gone");
             }
@@ -237,32 +299,43 @@ fn rm_orphaned(prefix: &[u8], older_than: Option<Duration>, dry_run: bool) -> Re
         }
     }
     write_stdout(&out)?;
+    if unknown > 0 {
+        let mut why = holders.incomplete().unwrap_or_default();
+        if unreadable {
+            if !why.is_empty() {
+                why.push_str("; ");
+            }
+            why.push_str("some objects cannot be opened to test their locks");
+        }
+        eprintln!(
+            "shmgate: rm --orphaned: skipped {unknown} object(s) not proven orphaned: {why}; \
+             running as root in the host's PID namespace would decide"
+        );
+    }
     Ok(if failed { exit::FAILURE } else { 0 })
 }
 
-/// The orphans under `prefix` (and at least `older_than` old), with the
-/// identity the listing saw.
-fn by_prefix_entries(
-    prefix: &[u8],
-    older_than: Option<Duration>,
-) -> Result<Vec<(Vec<u8>, Identity)>, Failure> {
-    let entries = listed(prefix, older_than)?;
-    // As `ls`: creator locks first, then /proc (our own test descriptors
-    // are closed by then).
-    let creators: Vec<Option<bool>> = entries.iter().map(devshm::creator_alive).collect();
-    let devices: BTreeSet<u64> = entries.iter().map(|e| e.meta.dev()).collect();
-    let holders = devshm::holders(&devices);
+/// Every entry of `/dev/shm` (any type) whose name starts with `prefix`,
+/// last modified at least `older_than` ago: what `rm --orphaned` judges.
+fn selected(prefix: &[u8], older_than: Option<Duration>) -> Result<Vec<devshm::Entry>, Failure> {
+    let entries = devshm::scan().map_err(|e| {
+        Failure::new(
+            exit::NOINPUT,
+            format!("cannot read {}: {e}", devshm::SHM_DIR),
+        )
+    })?;
+    let now = SystemTime::now();
     Ok(entries
         .into_iter()
-        .zip(creators)
-        .filter(|(entry, creator)| {
-            let orphan = devshm::is_orphaned(entry, *creator, &holders);
-            debug!(name = %devshm::escape(&entry.name), creator = ?creator, orphan, "orphan check");
-            orphan
-        })
-        .map(|(entry, _)| {
-            let identity = Identity::new(entry.meta.dev(), entry.meta.ino());
-            (entry.name, identity)
+        .filter(|entry| entry.name.starts_with(prefix))
+        .filter(|entry| {
+            let age = entry
+                .meta
+                .modified()
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .unwrap_or(Duration::ZERO);
+            older_than.is_none_or(|limit| age >= limit)
         })
         .collect())
 }

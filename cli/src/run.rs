@@ -163,6 +163,15 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
     );
     let bytes = std::fs::read(&args.guest)
         .map_err(|e| Failure::new(exit::NOINPUT, format!("{}: {e}", args.guest.display())))?;
+    if let Some(what) = not_wasm(&bytes) {
+        return Err(Failure::new(
+            exit::DATAERR,
+            format!(
+                "{}: neither a WebAssembly module nor a component: {what}",
+                args.guest.display()
+            ),
+        ));
+    }
     // Windows need shmgate's memories (and its signal handler installed
     // before the engine's); see shmgate_host::wasm::configure.
     let mut config = Config::new();
@@ -193,6 +202,31 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
     };
     tracing::info!(guest = %args.guest.display(), code, "guest exited");
     Ok(code)
+}
+
+/// What `bytes` is if it is certainly no guest: neither binary WebAssembly
+/// (`\0asm`, core module or component) nor WebAssembly text (which
+/// starts with `(` or a `;;` comment after white space).
+fn not_wasm(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(b"\0asm") {
+        return None;
+    }
+    if bytes.is_empty() {
+        return Some("an empty file");
+    }
+    if bytes.starts_with(b"\x7fELF") {
+        return Some("an ELF executable");
+    }
+    if bytes.starts_with(b"#!") {
+        return Some("a script (#!)");
+    }
+    let text = std::str::from_utf8(bytes).ok().map(str::trim_start);
+    match text {
+        Some(t) if t.starts_with('(') || t.starts_with(";;") || t.starts_with("(;") => None,
+        Some("") => Some("only white space"),
+        Some(_) => Some("text that is not WebAssembly text"),
+        None => Some("no \\0asm header"),
+    }
 }
 
 /// What a guest that could not be linked gets: the imports it needs that

@@ -368,8 +368,13 @@ fn parse_dev(field: &[u8]) -> Option<(u64, u64)> {
 /// `shmgate_host::lifecycle::inspect` found them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Locks {
-    /// Tested on the object listed.
-    Tested { creator: bool, holder: bool },
+    /// Tested on the object listed; `open_elsewhere` is `None` where no
+    /// write lease could be taken (see `lifecycle::inspect`).
+    Tested {
+        creator: bool,
+        holder: bool,
+        open_elsewhere: Option<bool>,
+    },
     /// Not a regular file with a valid name: never opened.
     NotTested,
     /// It cannot be opened for reading (no permission): unknown.
@@ -391,6 +396,7 @@ pub(crate) fn locks(entry: &Entry) -> Locks {
                 Locks::Tested {
                     creator: status.creator_alive,
                     holder: status.holder_alive,
+                    open_elsewhere: status.open_elsewhere,
                 }
             } else {
                 Locks::Changed
@@ -472,6 +478,20 @@ pub(crate) fn verdict(entry: &Entry, locks: Locks, holders: &Holders) -> Verdict
         return Verdict::InUse("open or mapped".into());
     }
     match locks {
+        Locks::Tested {
+            open_elsewhere: Some(true),
+            ..
+        } => {
+            return Verdict::InUse(
+                "open or mapped by a process /proc does not show (a write lease was refused)"
+                    .into(),
+            );
+        }
+        // The kernel says nobody has it open or mapped, in any namespace.
+        Locks::Tested {
+            open_elsewhere: Some(false),
+            ..
+        } => return Verdict::Orphaned,
         Locks::Tested { .. } => {}
         Locks::NotTested => unreachable!("a regular file with a valid name is tested"),
         Locks::Unreadable => {
@@ -482,7 +502,9 @@ pub(crate) fn verdict(entry: &Entry, locks: Locks, holders: &Holders) -> Verdict
         Locks::Changed => return Verdict::Unknown("re-created or removed while listing".into()),
     }
     match holders.incomplete() {
-        Some(why) => Verdict::Unknown(why),
+        Some(why) => Verdict::Unknown(format!(
+            "{why}, and no lease could be taken to ask the kernel (that needs owning it or CAP_LEASE)"
+        )),
         None => Verdict::Orphaned,
     }
 }

@@ -49,6 +49,13 @@ JSON (--json): an array, sorted by name, of objects with the fields
                         the holder lock, a read lock on byte 2^63-3), seen
                         from any PID namespace or container; null as for
                         creator_alive
+  open_elsewhere bool or null
+                        whether any process, in any PID namespace, has it
+                        open or mapped, as the kernel tells by refusing a
+                        write lease (F_SETLEASE, taken and dropped at once
+                        on objects nobody has open); null when no lease
+                        can be taken: you neither own it nor have
+                        CAP_LEASE, or leases are disabled
   status      string    in-use (a lock, a descriptor or a mapping holds
                         it), orphaned (proven free), unknown (nobody is
                         seen to hold it, but the check is incomplete) or
@@ -64,14 +71,15 @@ container sharing the tmpfs), and a mapping of an unlinked object
 (\"(deleted)\" in /proc/PID/maps) is never attributed to a new object of
 the same name.
 What ls cannot know: /proc shows only the processes of its own PID
-namespace, and nothing of other hosts or VMs sharing the tmpfs; without
-root, other users' and non-dumpable processes cannot be read. So an
-object is orphaned only if no lock is held, every visible process could
-be read, and none has it open or mapped; if some process could not be
-read, such objects are unknown (this is also said once on stderr). A
-holder in another PID namespace is seen only through the locks that
-shmgate's managed opens take; the bare shmgate_host::open, glibc's
-shm_open or Python take none.";
+namespace, and without root, other users' and non-dumpable processes
+cannot be read; nothing shows other hosts or VMs sharing the memory. An
+object is orphaned only if no lock is held, no process /proc shows has
+it open or mapped, and either the kernel granted the write lease (nobody
+has it open, in any namespace) or every process could be read. Else it
+is unknown, and ls says so on stderr too. Where no lease can be taken, a
+holder in another PID namespace is seen only through the holder lock of
+shmgate's managed opens (the bare shmgate_host::open, glibc's shm_open
+and Python take none).";
 
 /// List the objects in /dev/shm and the processes that hold them.
 ///
@@ -109,6 +117,7 @@ struct Object {
     mapped_by: Vec<u32>,
     creator_alive: Option<bool>,
     holder_alive: Option<bool>,
+    open_elsewhere: Option<bool>,
     status: &'static str,
     reason: String,
     orphaned: bool,
@@ -139,9 +148,13 @@ pub(crate) fn ls(args: &LsArgs) -> Result<u8, Failure> {
                     .map(|p| p.iter().copied().collect())
                     .unwrap_or_default()
             };
-            let (creator_alive, holder_alive) = match locks {
-                devshm::Locks::Tested { creator, holder } => (Some(creator), Some(holder)),
-                _ => (None, None),
+            let (creator_alive, holder_alive, open_elsewhere) = match locks {
+                devshm::Locks::Tested {
+                    creator,
+                    holder,
+                    open_elsewhere,
+                } => (Some(creator), Some(holder), open_elsewhere),
+                _ => (None, None, None),
             };
             let verdict = devshm::verdict(entry, locks, &holders);
             let object = Object {
@@ -160,6 +173,7 @@ pub(crate) fn ls(args: &LsArgs) -> Result<u8, Failure> {
                 mapped_by: pids(&holders.mapped),
                 creator_alive,
                 holder_alive,
+                open_elsewhere,
                 status: verdict.word(),
                 reason: verdict.reason().to_owned(),
                 orphaned: verdict == devshm::Verdict::Orphaned,

@@ -41,12 +41,14 @@ use crate::{Failure, exit, write_stdout};
 ///
 /// --orphaned removes only objects proven free: no creator or holder lock
 /// held (the locks shmgate's managed creates and opens take, seen from any
-/// PID namespace; see `shmgate ls --help`), and no process has it open or
-/// mapped, matched by device and inode whatever path it used. If some
-/// process cannot be inspected (without root: other users' and
-/// non-dumpable ones), objects nobody is seen to hold are "not proven
-/// orphaned" and skipped, one line each and a count at the end: run as
-/// root to decide. /proc cannot show processes of other PID namespaces or
+/// PID namespace; see `shmgate ls --help`), no process in /proc has it open
+/// or mapped (matched by device and inode whatever path it used), and the
+/// kernel grants a write lease on it, which it does only while nobody, in
+/// any namespace, has it open or mapped. Where no lease can be taken (you
+/// neither own the object nor have CAP_LEASE) and some process cannot be
+/// inspected (without root: other users' and non-dumpable ones), objects
+/// nobody is seen to hold are "not proven orphaned" and skipped, one line
+/// each and a count at the end: run as root to decide. /proc cannot show processes of other PID namespaces or
 /// other hosts sharing the tmpfs; only the locks reach those. Directories,
 /// FIFOs, symlinks and names shm_open refuses are skipped, never followed
 /// or removed. Each name is re-checked right before removal: if it was
@@ -284,6 +286,10 @@ fn rm_orphaned(prefix: &[u8], older_than: Option<Duration>, dry_run: bool) -> Re
             Ok(Removal::CreatorAlive) => {
                 info!(name = %shown, "creator alive again");
                 eprintln!("shmgate: rm \"{shown}\": skipped: its creator lock is held");
+            }
+            Ok(Removal::OpenElsewhere) => {
+                info!(name = %shown, "opened again");
+                eprintln!("shmgate: rm \"{shown}\": skipped: a process has it open or mapped");
             }
             Ok(Removal::HolderAlive) => {
                 info!(name = %shown, "held again");

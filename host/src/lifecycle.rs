@@ -101,11 +101,23 @@ pub struct Status {
     /// process, in any PID namespace, opened the object through a managed
     /// path and still holds it (or a lock covers that byte).
     pub holder_alive: bool,
+    /// Whether any other open file description has the object open or
+    /// mapped, in any process and any PID namespace (`F_SETLEASE`, see
+    /// [`inspect`]); `None` where a lease cannot be taken: this process
+    /// neither owns the object nor has `CAP_LEASE`, or leases are disabled.
+    pub open_elsewhere: Option<bool>,
 }
 
 /// Opens `name` read-only (`O_NOFOLLOW | O_NONBLOCK`, regular files only,
-/// like [`open`](crate::open), taking no lock) and tests its creator and
-/// holder locks with `F_OFD_GETLK`.
+/// like [`open`](crate::open), taking no lock), tests its creator and
+/// holder locks with `F_OFD_GETLK`, and whether anyone else has it open or
+/// mapped by taking a write lease (`F_SETLEASE`) and dropping it at once:
+/// the kernel grants one only while no other open file description of the
+/// object exists, so this sees holders in every PID namespace, glibc's and
+/// Python's included, but not which processes they are. While the lease is
+/// held (two system calls), another process opening the object waits for
+/// it or, with `O_NONBLOCK`, gets `EAGAIN`; only an object nobody has open
+/// is ever leased.
 ///
 /// # Errors
 ///
@@ -121,10 +133,12 @@ fn status_of(seg: &Segment) -> Result<Status, Error> {
     let identity = seg.identity()?;
     let creator_alive = sys::creator_lock_held(seg.fd()).map_err(check_err(seg.name()))?;
     let holder_alive = sys::holder_lock_held(seg.fd()).map_err(check_err(seg.name()))?;
+    let open_elsewhere = sys::open_elsewhere(seg.fd()).ok();
     Ok(Status {
         identity,
         creator_alive,
         holder_alive,
+        open_elsewhere,
     })
 }
 
@@ -151,6 +165,9 @@ pub enum Removal {
     CreatorAlive,
     /// A managed open holds it (the holder lock): left alone.
     HolderAlive,
+    /// Some process has it open or mapped (a write lease was refused):
+    /// left alone.
+    OpenElsewhere,
 }
 
 /// `unlink(name)` only if the name still refers to `identity`, checked
@@ -179,14 +196,16 @@ pub fn unlink_if_same(name: impl AsRef<[u8]>, identity: Identity) -> Result<bool
 }
 
 /// Removes `name` if it still refers to `identity` (the object a listing
-/// found) and neither that object's creator lock nor its holder lock is
-/// held, re-checking all three
+/// found), neither that object's creator lock nor its holder lock is
+/// held, and (where a lease can be taken, see [`inspect`]) no other process
+/// has it open or mapped, re-checking all of them
 /// right before the unlink; this is `shmgate rm --orphaned`'s last step.
 /// A name re-created since the listing is [`Removal::Changed`] and left
 /// alone.
 ///
-/// It does not look for other processes that have the object open or
-/// mapped (that needs a scan of `/proc`, which the caller does first).
+/// Where no lease can be taken it does not look for other processes that
+/// have the object open or mapped (that needs a scan of `/proc`, which the
+/// caller does first).
 ///
 /// # Errors
 ///
@@ -222,6 +241,9 @@ pub fn unlink_if_orphaned(name: impl AsRef<[u8]>, identity: Identity) -> Result<
     }
     if status.holder_alive {
         return Ok(Removal::HolderAlive);
+    }
+    if status.open_elsewhere == Some(true) {
+        return Ok(Removal::OpenElsewhere);
     }
     sys::unlink(&path).map_err(unlink_err)?;
     Ok(Removal::Removed)

@@ -10,6 +10,7 @@ mod components;
 mod demo;
 mod exchange;
 mod grants;
+mod liveness;
 mod ls;
 mod orphans;
 mod ring;

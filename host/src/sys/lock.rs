@@ -125,3 +125,45 @@ fn lock_held(fd: BorrowedFd<'_>, offset: i64) -> Result<bool, Errno> {
     }
     Ok(i32::from(fl.l_type) != libc::F_UNLCK)
 }
+
+/// Linux's `F_SETSIG` (`<fcntl.h>` with `_GNU_SOURCE`; the libc crate
+/// does not export it).
+const F_SETSIG: libc::c_int = 10;
+
+/// `fcntl(fd, F_SETSIG, SIGURG)`, then `fcntl(fd, F_SETLEASE, F_WRLCK)` and
+/// at once `F_UNLCK`: whether any open file description other than `fd`'s
+/// has the object open, in any process and any namespace (a mapping keeps
+/// its description open, so mappings count). The kernel grants a write
+/// lease only when no other description is open for reading or writing;
+/// `fd` must be open read-only.
+///
+/// While the lease is held (two system calls), another process's open of
+/// the object waits for its release (or fails with `EAGAIN` if it opens
+/// with `O_NONBLOCK`, as shmgate does); the lease-break signal would be
+/// `SIGURG`, which is ignored unless a handler is installed.
+///
+/// # Errors
+///
+/// `EACCES` if this process neither owns the object nor has `CAP_LEASE`;
+/// `EINVAL` where leases are disabled (`fs.leases-enable` 0).
+#[allow(unsafe_code)]
+pub(crate) fn open_elsewhere(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: F_SETSIG and F_SETLEASE take an integer argument and no
+    // pointers; `fd` is kept open by the borrow.
+    if unsafe { libc::fcntl(raw, F_SETSIG, libc::SIGURG) } != 0 {
+        return Err(last_errno());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(raw, libc::F_SETLEASE, libc::F_WRLCK) } != 0 {
+        return match last_errno() {
+            Errno::AGAIN => Ok(true),
+            e => Err(e),
+        };
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(raw, libc::F_SETLEASE, libc::F_UNLCK) } != 0 {
+        return Err(last_errno());
+    }
+    Ok(false)
+}

@@ -16,7 +16,9 @@ mod lock;
 mod memfd;
 
 pub(crate) use create::create_pending;
-pub(crate) use lock::{creator_lock_held, hold_creator_lock, hold_holder_lock, holder_lock_held};
+pub(crate) use lock::{
+    creator_lock_held, hold_creator_lock, hold_holder_lock, holder_lock_held, open_elsewhere,
+};
 pub(crate) use memfd::{add_seals, get_seals, memfd_create, recv_fd, send_fd};
 
 /// Converts rustix's errno to the core's (any positive `i32` fits a `u16`

@@ -338,23 +338,36 @@ fn non_dumpable_holder_is_not_an_orphan() {
 /// A process holds an object (made without locks) through a managed open
 /// (`Segment::open_read_only`, which takes the holder lock); `ls` and
 /// `rm --orphaned` run in a new PID namespace, whose `/proc` does not show
-/// the holder. The lock in the inode does: the object stays, the orphan
-/// beside it goes.
+/// the holder, and without `CAP_LEASE` on objects they do not own, so the
+/// kernel's lease cannot tell either. The holder lock in the inode does:
+/// the object stays, the orphan beside it goes.
 #[test]
 fn holder_in_another_pid_namespace_is_seen_through_its_lock() {
     if !root_or_skip("holder_in_another_pid_namespace_is_seen_through_its_lock") {
         return;
     }
     let ns = Namespace::new("pidns");
-    drop(plain_object(&ns.host_name("held"), 4096));
-    drop(plain_object(&ns.host_name("orphan"), 4096));
+    for name in ["held", "orphan"] {
+        drop(plain_object(&ns.host_name(name), 4096));
+        std::os::unix::fs::chown(ns.path(name), Some(65534), Some(65534)).unwrap();
+    }
     let held = Segment::open_read_only(ns.host_name("held")).unwrap();
     let me = u64::from(std::process::id());
-    let unshared = ["unshare", "--pid", "--fork", "--mount-proc"];
+    let unshared = [
+        "unshare",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "setpriv",
+        "--bounding-set",
+        "-lease",
+        "--",
+    ];
 
     let objects = listed(&ns, &unshared);
     let o = find(&objects, &ns.host_name("held"));
     assert_eq!(o["open_by"], serde_json::json!([]), "/proc shows us: {o}");
+    assert_eq!(o["open_elsewhere"], Value::Null, "a lease was taken: {o}");
     assert_eq!(o["holder_alive"], true, "{o}");
     assert_eq!(o["status"], "in-use", "{o}");
     // Outside, /proc shows us too.
@@ -369,21 +382,27 @@ fn holder_in_another_pid_namespace_is_seen_through_its_lock() {
         "{}",
         text(&out)
     );
-    assert!(std::fs::symlink_metadata(ns.path("held")).is_ok(), "removed under its holder");
+    assert!(
+        std::fs::symlink_metadata(ns.path("held")).is_ok(),
+        "removed under its holder"
+    );
     drop(held);
 }
 
-/// `shmgate rm --orphaned` (the binary) lists an orphan, then, paused by
-/// its test-only seam, sees the name removed and re-created as a new object
-/// (made without locks) that this process holds open. The unlink's re-check
-/// with the listed identity leaves the newcomer alone. Were the listed
-/// identity not passed down (re-read at unlink time, say), the newcomer
-/// would go: no lock protects it, and the unlink step reads no `/proc`.
+/// `shmgate rm --orphaned` (the binary) lists two orphans, then, paused
+/// by its test-only seam, sees both names removed and re-created as new
+/// objects (made without locks): one that this process holds open, one
+/// that nobody holds. The unlink's re-check with the listed identity
+/// leaves both newcomers alone. Were the listed identity not passed down
+/// (re-read at unlink time, say), the idle newcomer would go: no lock, no
+/// holder and no `/proc` entry protects it.
 #[test]
-fn name_recreated_between_listing_and_unlink_stays() {
+fn names_recreated_between_listing_and_unlink_stay() {
     let ns = Namespace::new("recheck");
-    let name = ns.host_name("seg");
-    drop(plain_object(&name, 4096));
+    let names = [ns.host_name("held"), ns.host_name("idle")];
+    for name in &names {
+        drop(plain_object(name, 4096));
+    }
     let mut child = Command::new(SHMGATE)
         .args(["rm", "--orphaned", "--prefix", &ns.0])
         .env("SHMGATE_TEST_PAUSE_BEFORE_UNLINK", "1")
@@ -408,19 +427,37 @@ fn name_recreated_between_listing_and_unlink_stays() {
         let _ = child.wait();
         panic!("shmgate rm never paused after its listing: {line}");
     }
-    // Between the listing and the unlink: a new object under the name.
-    shmgate_host::unlink(&name).unwrap();
-    let newcomer = plain_object(&name, 8192);
-    let new_id = identity(&ns.path("seg"));
+    // Between the listing and the unlink: new objects under the names.
+    for name in &names {
+        shmgate_host::unlink(name).unwrap();
+    }
+    let newcomer = plain_object(&names[0], 8192);
+    drop(plain_object(&names[1], 8192));
+    let new_ids = [identity(&ns.path("held")), identity(&ns.path("idle"))];
     stdin.write_all(b"\n").unwrap();
     drop(stdin);
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{rest}");
-    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
-    assert!(rest.contains("re-created since the listing"), "{rest}");
-    assert_eq!(identity(&ns.path("seg")), new_id, "the newcomer was removed");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        rest.matches("re-created since the listing").count(),
+        2,
+        "{rest}"
+    );
+    for (name, id) in ["held", "idle"].iter().zip(new_ids) {
+        let path = ns.path(name);
+        assert!(
+            std::fs::symlink_metadata(&path).is_ok(),
+            "the newcomer {name} was removed"
+        );
+        assert_eq!(identity(&path), id);
+    }
     drop(newcomer);
 }
 

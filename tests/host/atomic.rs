@@ -9,7 +9,7 @@ use shmgate_core::Errno;
 use shmgate_host::{Error, OpenOptions, Segment};
 
 use crate::common::{
-    Cleanup, Probe, TestResult, errno_of, exists, mode_of, shm_path, spawn, verdict,
+    Cleanup, Probe, TestResult, errno_of, exists, mode_of, root_or_skip, shm_path, spawn, verdict,
 };
 
 const SIZE: usize = 256 * 1024;
@@ -127,4 +127,47 @@ fn contents_are_there_for_another_process() -> TestResult {
     let flags = shmgate_core::OFlags::RDONLY.bits().to_string();
     Probe::same_user().run(["open", &name, &flags, "600"])?;
     Ok(())
+}
+
+/// Atomic creation's temporary-name route (taken where `/proc` is not
+/// mounted: here a mount namespace with a tmpfs over `/proc`): during the
+/// initialisation the temporary entry has an unguessable name and mode 0,
+/// so another user cannot open it (`EACCES`) although the final mode
+/// (0644) would let them read; after the initialisation fails, neither the
+/// temporary name nor the name is left.
+#[test]
+fn temp_name_route_is_private_and_leaves_nothing() {
+    if !root_or_skip("temp_name_route_is_private_and_leaves_nothing") {
+        return;
+    }
+    let mut cleanup = Cleanup::new();
+    let name = cleanup.name();
+    let other = Probe::nobody(&mut cleanup);
+    let probe = env!("CARGO_BIN_EXE_shmgate-probe");
+    let script = format!(
+        "mount -t tmpfs none /proc && exec {probe} create-private {name} {}",
+        other.path().display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("running unshare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{report}");
+    let temp = lines[0].strip_prefix("temp ").expect("a temp line");
+    let (temp_name, mode) = temp.split_once(' ').expect("name and mode");
+    let random = temp_name
+        .strip_prefix(".shmgate-new-")
+        .unwrap_or_else(|| panic!("the temporary-name route was not taken: {report}"));
+    assert!(
+        random.len() == 32 && random.bytes().all(|b| b.is_ascii_hexdigit()),
+        "a guessable temporary name: {report}"
+    );
+    assert_eq!(mode, "0", "{report}");
+    assert_eq!(lines[1], "other err 13 EACCES", "{report}");
+    assert_eq!(lines[2], "err 5 EIO", "{report}");
+    assert!(!exists(&shm_path(temp_name)), "{temp_name} left behind");
+    assert!(!exists(&shm_path(&name)), "{name} exists");
 }

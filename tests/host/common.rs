@@ -180,6 +180,11 @@ impl Probe {
         Probe { path, nobody: true }
     }
 
+    /// Where the probe binary is.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// A command that runs the probe (stdin closed, output captured).
     pub(crate) fn command<I, S>(&self, args: I) -> Command
     where

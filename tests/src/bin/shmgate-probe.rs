@@ -30,6 +30,13 @@
 //!                             starts with DATA and carries the SHRINK seal, then try to
 //!                             shrink it: prints that result (`err 1 EPERM` when sealed)
 //!
+//!   create-private NAME OTHER create NAME (mode 0644, 4096 bytes) with OpenOptions::open_with;
+//!                             in the callback, find the object's temporary entry in /dev/shm
+//!                             (by inode), print `temp ENTRY MODE` (mode in octal), run OTHER
+//!                             (a probe run as uid/gid 65534) as `OTHER open ENTRY 0 0`, print
+//!                             `other <its line>`, then fail the callback with EIO; for atomic
+//!                             creation's temporary-name route, run where /proc is hidden
+//!
 //!   --umask OCTAL             set the process umask first
 //!   --wait                    read one line (or EOF) from stdin before the operation:
 //!                             a start barrier for races
@@ -57,7 +64,7 @@ use shmgate_host::{OpenOptions, Seals, Segment};
 const USAGE: &str = "usage: shmgate-probe [--umask OCTAL] [--wait] \
                      (open NAME FLAGS MODE | create-write NAME DATA | unlink NAME | fd-open FD \
                      | lowest-fd NAME | redirect NAME1 NAME2 DIR | emfile NAME | hold NAME SIZE \
-                     | hammer NAME SIZE BYTE | send-sealed DATA | recv-shrink DATA)";
+                     | hammer NAME SIZE BYTE | send-sealed DATA | recv-shrink DATA | create-private NAME OTHER)";
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -117,6 +124,7 @@ fn run(args: &[OsString]) -> Result<Result<(), Errno>, String> {
                 .and_then(|seg| seg.write_all_at(data, 0))
                 .map_err(|e| e.errno()))
         }
+        (b"create-private", [name, other]) => Ok(create_private(name.as_bytes(), other)),
         (b"unlink", [name]) => Ok(shmgate_host::unlink(name.as_bytes()).map_err(|e| e.errno())),
         (b"fd-open", [fd]) => {
             let fd = i32::try_from(number(fd, 10)?).map_err(|e| format!("fd: {e}"))?;
@@ -348,4 +356,41 @@ fn recv_shrink(data: &[u8]) -> Result<(), Errno> {
     seg.read_exact_at(&mut buf, 0).map_err(|e| e.errno())?;
     assert_eq!(buf, data, "received contents");
     seg.set_len(0).map_err(|e| e.errno())
+}
+
+/// `create-private`: see the usage at the top.
+fn create_private(name: &[u8], other: &OsStr) -> Result<(), Errno> {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    OpenOptions::new()
+        .create_new(true)
+        .mode(Mode::from_bits(0o644)?)
+        .size(4096)
+        .open_with(name, |seg: &Segment| -> std::io::Result<()> {
+            let ino = seg.identity()?.ino();
+            let entry = std::fs::read_dir("/dev/shm")
+                .expect("reading /dev/shm")
+                .filter_map(Result::ok)
+                .find(|e| e.metadata().is_ok_and(|m| m.ino() == ino))
+                .expect("the object has a temporary entry");
+            let mode = entry.metadata().expect("lstat").mode() & 0o7777;
+            let temp = entry.file_name();
+            println!("temp {} {mode:o}", temp.to_string_lossy());
+            let out = std::process::Command::new(other)
+                .arg("open")
+                .arg(&temp)
+                .args(["0", "0"])
+                .uid(65534)
+                .gid(65534)
+                .current_dir("/")
+                .output()
+                .expect("running the other probe");
+            println!("other {}", String::from_utf8_lossy(&out.stdout).trim());
+            Err(std::io::Error::from_raw_os_error(libc::EIO))
+        })
+        .map(drop)
+        .map_err(|e| {
+            let raw = e.raw_os_error().and_then(|r| u16::try_from(r).ok());
+            Errno::from_raw(raw.unwrap_or(Errno::IO.raw()))
+        })
 }

@@ -192,7 +192,10 @@ pub(crate) fn ls(args: &LsArgs) -> Result<u8, Failure> {
         table(&mut out, &objects);
     }
     write_stdout(&out)?;
-    let unknown = objects.iter().filter(|(o, _)| o.status == "unknown").count();
+    let unknown = objects
+        .iter()
+        .filter(|(o, _)| o.status == "unknown")
+        .count();
     if unknown > 0 {
         let why = holders
             .incomplete()

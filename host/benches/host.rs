@@ -1,7 +1,9 @@
 //! shmgate-host against glibc and plain `memcpy`, in one run.
 //!
-//! - `open_existing`: [`shmgate_host::open`] (`RDONLY`) and drop, against
-//!   glibc's `shm_open(O_RDONLY)` and `close`.
+//! - `open_existing`: [`shmgate_host::open`] (`RDONLY`) and drop, and the
+//!   managed [`Segment::open_read_only`] (which takes the holder lock, an
+//!   `F_OFD_SETLK`) and drop, against glibc's `shm_open(O_RDONLY)` and
+//!   `close`.
 //! - `open_create_unlink`: `open(RDWR | CREATE | EXCL)`, drop and
 //!   [`shmgate_host::unlink`], against `shm_open(O_RDWR | O_CREAT | O_EXCL)`,
 //!   `close` and `shm_unlink`.
@@ -78,6 +80,12 @@ fn bench_open(c: &mut Criterion) {
     group.bench_function("shmgate", |b| {
         b.iter(|| {
             let seg = shmgate_host::open(black_box(&name.name), OFlags::RDONLY, Mode::OWNER_RW);
+            drop(black_box(seg.expect("open")));
+        })
+    });
+    group.bench_function("shmgate_managed", |b| {
+        b.iter(|| {
+            let seg = Segment::open_read_only(black_box(&name.name));
             drop(black_box(seg.expect("open")));
         })
     });

@@ -162,3 +162,60 @@ fn only_managed_creates_take_the_lock() -> TestResult {
     assert_eq!(lifecycle::unlink_if_orphaned(&dir, id)?, Removal::Changed);
     Ok(())
 }
+
+/// Managed opens of an existing object (`Segment::open_read_only`,
+/// `OpenOptions::open`) hold the holder lock for as long as their
+/// descriptor or a mapping made through it lives; the bare `open` takes
+/// none, but the kernel's lease test sees it; `unlink_if_orphaned` spares
+/// the object while either holds it.
+#[test]
+fn managed_opens_hold_the_holder_lock() -> TestResult {
+    let mut cleanup = Cleanup::new();
+    let name = cleanup.name();
+    let made = shmgate_host::open(
+        &name,
+        OFlags::RDWR | OFlags::CREATE | OFlags::EXCL,
+        Mode::OWNER_RW,
+    )?;
+    made.set_len(4096)?;
+    drop(made);
+    let id = identity_of(&name);
+    let free = lifecycle::inspect(&name)?;
+    assert!(!free.creator_alive && !free.holder_alive, "{free:?}");
+    assert_eq!(free.open_elsewhere, Some(false));
+
+    let bare = shmgate_host::open(&name, OFlags::RDONLY, Mode::OWNER_RW)?;
+    let status = lifecycle::inspect(&name)?;
+    assert!(
+        !status.holder_alive,
+        "the bare open takes no lock: {status:?}"
+    );
+    assert_eq!(status.open_elsewhere, Some(true));
+    assert_eq!(
+        lifecycle::unlink_if_orphaned(&name, id)?,
+        Removal::OpenElsewhere
+    );
+    drop(bare);
+
+    let reader = Segment::open_read_only(&name)?;
+    assert!(lifecycle::inspect(&name)?.holder_alive);
+    assert_eq!(
+        lifecycle::unlink_if_orphaned(&name, id)?,
+        Removal::HolderAlive
+    );
+    let map = reader.map()?;
+    drop(reader);
+    assert!(
+        lifecycle::inspect(&name)?.holder_alive,
+        "the mapping keeps it"
+    );
+    drop(map);
+    assert!(!lifecycle::inspect(&name)?.holder_alive);
+
+    let writer = OpenOptions::new().open(&name)?;
+    assert!(lifecycle::inspect(&name)?.holder_alive);
+    drop(writer);
+    assert_eq!(lifecycle::unlink_if_orphaned(&name, id)?, Removal::Removed);
+    assert!(!exists(&shm_path(&name)));
+    Ok(())
+}

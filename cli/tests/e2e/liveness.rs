@@ -27,7 +27,9 @@ const HELPER: &str = "SHMGATE_E2E_LIVENESS_HELPER";
 fn root_or_skip(test: &str) -> bool {
     let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
     if !root {
-        eprintln!("skipping {test}: it needs root (namespaces, mounts, setpriv); CI runs it as root");
+        eprintln!(
+            "skipping {test}: it needs root (namespaces, mounts, setpriv); CI runs it as root"
+        );
     }
     root
 }
@@ -132,10 +134,8 @@ impl TempDir {
     fn new(tag: &str) -> TempDir {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "shmgate-e2e-{}-{n}-{tag}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("shmgate-e2e-{}-{n}-{tag}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("creating a temporary directory");
         TempDir(dir)
     }
@@ -213,7 +213,10 @@ fn holder_behind_a_bind_mount_is_seen() {
             .contains(&holder.pid().into()),
         "{held}"
     );
-    assert_eq!(find(&objects, &ns.host_name("orphan"))["status"], "orphaned");
+    assert_eq!(
+        find(&objects, &ns.host_name("orphan"))["status"],
+        "orphaned"
+    );
 
     let out = shmgate(&["rm", "--orphaned", "--prefix", &ns.0]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -250,23 +253,16 @@ fn non_dumpable_holder_is_not_an_orphan() {
     drop(theirs);
     let exe = std::env::current_exe().expect("the test binary");
     let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--reuid",
-        NOBODY,
-        "--regid",
-        NOBODY,
-        "--clear-groups",
-        "--",
-    ])
-    .arg(&exe)
-    .args([
-        "--exact",
-        "liveness::helper",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(HELPER, format!("nondumpable:{}", ns.host_name("held")));
+    cmd.args(["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups", "--"])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "liveness::helper",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HELPER, format!("nondumpable:{}", ns.host_name("held")));
     let holder = Holder::start(cmd);
     let status = std::fs::read_to_string(format!("/proc/{}/status", holder.pid())).unwrap();
     assert!(
@@ -472,7 +468,10 @@ fn bad_entries_are_listed_and_skipped_alike_in_dry_and_real_runs() {
     let target = outside.0.join("x");
     std::fs::write(&target, b"keep me").unwrap();
     std::fs::create_dir(ns.path("dir")).unwrap();
-    let fifo = Command::new("mkfifo").arg(ns.path("fifo")).status().unwrap();
+    let fifo = Command::new("mkfifo")
+        .arg(ns.path("fifo"))
+        .status()
+        .unwrap();
     assert!(fifo.success());
     std::os::unix::fs::symlink(&target, ns.path("link")).unwrap();
     std::fs::write(ns.path("ctl\x07"), b"x").unwrap();
@@ -491,7 +490,13 @@ fn bad_entries_are_listed_and_skipped_alike_in_dry_and_real_runs() {
     for out in [&dry, &real] {
         assert_eq!(out.status.code(), Some(0), "{}", text(out));
     }
-    assert_eq!(dry.stderr, real.stderr, "dry: {}\nreal: {}", text(&dry), text(&real));
+    assert_eq!(
+        dry.stderr,
+        real.stderr,
+        "dry: {}\nreal: {}",
+        text(&dry),
+        text(&real)
+    );
     let err = String::from_utf8_lossy(&real.stderr);
     for (bad, why) in [
         ("dir", "a directory"),
@@ -511,7 +516,10 @@ fn bad_entries_are_listed_and_skipped_alike_in_dry_and_real_runs() {
         format!("removed {}\n", ns.host_name("orphan"))
     );
     for bad in ["dir", "fifo", "link", "ctl\x07"] {
-        assert!(std::fs::symlink_metadata(ns.path(bad)).is_ok(), "{bad} removed");
+        assert!(
+            std::fs::symlink_metadata(ns.path(bad)).is_ok(),
+            "{bad} removed"
+        );
     }
     assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
 }

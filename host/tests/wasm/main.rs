@@ -34,6 +34,7 @@ mod component_async;
 mod handles;
 mod io;
 mod isolation;
+mod liveness;
 mod names;
 mod pointers;
 mod quotas;

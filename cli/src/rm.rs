@@ -9,6 +9,9 @@
 //! that its creator lock is still free, so a name re-created in between is
 //! left alone.
 //!
+//! For tests only, [`TEST_PAUSE_ENV`] makes `rm --orphaned` pause between
+//! the listing and the first unlink.
+//!
 //! Every name goes through `shmgate_core`'s rules and every removal through
 //! `shmgate_host::unlink` (an `unlinkat` relative to `/dev/shm`), so no name
 //! can reach outside `/dev/shm`. Names are all checked before anything is

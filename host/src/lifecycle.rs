@@ -49,6 +49,16 @@
 //! `F_WRLCK`) does cover that byte and fails with `EAGAIN` (or waits, with
 //! `F_SETLKW`) while the creator lives. `flock` locks are unaffected.
 //!
+//! The holder lock costs one more `fcntl` per managed open of an existing
+//! object (measured against glibc's `shm_open` in `--bench host`,
+//! `open_existing`), and the same `close` cleanup. Whole-file write locks
+//! meet it as they meet the creator lock: they cover both bytes, so they
+//! wait or fail while a managed open holds the object, the locking
+//! process's own managed open included (OFD locks conflict with POSIX
+//! locks of the same process); lock the data's range (`l_len` = the size)
+//! or use `flock` instead. Conversely, a managed open that finds such a
+//! write lock held goes on without its holder lock.
+//!
 //! # The unlink race
 //!
 //! Linux has no "unlink this name only if it refers to this inode". The

@@ -540,8 +540,9 @@ impl OpenOptions {
     ///
     /// On Linux the segment is made with `O_TMPFILE` in `/dev/shm` and
     /// linked to its name (`linkat` through `/proc/self/fd`); where either
-    /// is missing, under a private temporary name that is linked in the same
-    /// way. Read-only creates are not atomic (the new segment cannot be
+    /// is missing, under an unguessable temporary name (128 random bits)
+    /// with mode 0, which no user but root can open while `init` runs, and
+    /// given its final mode just before it is linked in the same way. Read-only creates are not atomic (the new segment cannot be
     /// sized through a read-only descriptor anyway).
     ///
     /// ```
@@ -561,7 +562,9 @@ impl OpenOptions {
     ///
     /// As [`open`] and [`Segment::set_len`], and `init`'s error;
     /// `EAGAIN` if, with `create`, the name kept appearing and disappearing
-    /// between the attempts to create and to open it.
+    /// between the attempts to create and to open it, or if, where the
+    /// temporary-name route is used (no `O_TMPFILE` or no `/proc`), eight
+    /// random temporary names in a row were taken.
     pub fn open_with<E: From<Error>>(
         &self,
         name: impl AsRef<[u8]>,

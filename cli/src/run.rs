@@ -222,7 +222,7 @@ fn not_wasm(bytes: &[u8]) -> Option<&'static str> {
     }
     let text = std::str::from_utf8(bytes).ok().map(str::trim_start);
     match text {
-        Some(t) if t.starts_with('(') || t.starts_with(";;") || t.starts_with("(;") => None,
+        Some(t) if t.starts_with('(') || t.starts_with(";;") => None,
         Some("") => Some("only white space"),
         Some(_) => Some("text that is not WebAssembly text"),
         None => Some("no \\0asm header"),
@@ -353,4 +353,25 @@ fn run_component(
         Ok(Ok(())) => 0,
         Err(e) => exit_code(Err(e)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_wasm;
+
+    #[test]
+    fn files_that_are_no_guests_are_named() {
+        assert_eq!(not_wasm(b"\0asm\x01\0\0\0"), None);
+        assert_eq!(not_wasm(b"  (module)"), None);
+        assert_eq!(not_wasm(b";; a comment\n(component)"), None);
+        assert_eq!(not_wasm(b""), Some("an empty file"));
+        assert_eq!(not_wasm(b"\x7fELF\x02\x01"), Some("an ELF executable"));
+        assert_eq!(not_wasm(b"#!/bin/sh\n"), Some("a script (#!)"));
+        assert_eq!(not_wasm(b" \n\t"), Some("only white space"));
+        assert_eq!(
+            not_wasm(b"hello"),
+            Some("text that is not WebAssembly text")
+        );
+        assert_eq!(not_wasm(b"\xff\xfe"), Some("no \\0asm header"));
+    }
 }

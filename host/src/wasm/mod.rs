@@ -91,6 +91,20 @@ pub const MODULE: &str = "shmgate_v1";
 /// Without it every call except `map`/`unmap` works, and `map` is
 /// `ENOTSUP`. The pooling allocator never uses a custom creator, so
 /// engines configured for pooling get `ENOTSUP` too.
+///
+/// The creator makes every memory of the engine; 64-bit and
+/// custom-page-size memories run as usual (enable those proposals as for
+/// any engine), and `map` on them is `ENOTSUP`. For a ceiling on every
+/// memory of the engine, install
+/// [`ShmMemoryCreator::with_max_memory`] after this call.
+///
+/// Shared memories are on for the whole engine: wasmtime grows them
+/// without asking the store's `ResourceLimiter`, and parks a thread that
+/// runs `memory.atomic.wait32`/`wait64` on one beyond any epoch deadline
+/// or `max_wait`. Prepare guests with [`share_memory`] (it takes the
+/// memory limit, and refuses such waits), or check them with
+/// [`check_waits`]; see "Memory limits" and "Waits that end" in
+/// `docs/ABI.md`.
 pub fn configure(config: &mut Config) -> &mut Config {
     config
         .with_host_memory(Arc::new(ShmMemoryCreator::new()))

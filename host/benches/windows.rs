@@ -271,10 +271,10 @@ fn histograms(engine: &Engine, module: &Module, prefix: &str, native: &NativePai
     for i in 0..22_000 {
         let t = Instant::now();
         native.run();
-        let native_ns = t.elapsed().as_nanos() as u64;
+        let native_ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let t = Instant::now();
         let r = guest.map_unmap.call(&mut guest.store, (guest.handle, 1));
-        let guest_ns = t.elapsed().as_nanos() as u64;
+        let guest_ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
         assert_eq!(r.unwrap(), 0);
         if i >= 2_000 {
             // The first 2,000 warm up.

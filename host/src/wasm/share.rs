@@ -413,9 +413,9 @@ fn read_leb_u64(bytes: &[u8], at: usize, wide: bool) -> Result<(u64, usize), Sha
         return Ok((u64::from(v), n));
     }
     let mut value: u64 = 0;
-    for i in 0..10 {
+    for (i, shift) in (0..10).zip((0..).step_by(7)) {
         let b = *bytes.get(at + i).ok_or(ShareError::NotAModule)?;
-        value |= u64::from(b & 0x7f).checked_shl(7 * i as u32).unwrap_or(0);
+        value |= u64::from(b & 0x7f).checked_shl(shift).unwrap_or(0);
         if b & 0x80 == 0 {
             return Ok((value, i + 1));
         }

@@ -160,9 +160,9 @@ impl ShmMemoryCreator {
     /// # Ok::<(), wasmtime::Error>(())
     /// ```
     pub fn with_max_memory(max_memory: u64) -> ShmMemoryCreator {
+        signals::install();
         ShmMemoryCreator {
             max_memory: usize::try_from(max_memory).unwrap_or(usize::MAX),
-            ..ShmMemoryCreator::new()
         }
     }
 }

@@ -2,7 +2,10 @@
 //! for core modules, with and without windows, and for components; guests
 //! that could park the host thread in `memory.atomic.wait32` are refused.
 
-use crate::common::{Namespace, shmgate, text};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{Namespace, SHMGATE, shmgate, text};
 
 /// A core module that exits 11 if `memory.grow(1000)` (62.5 MiB) fails, 10
 /// if it succeeds.
@@ -102,7 +105,9 @@ fn guests_that_could_wait_forever_are_refused() {
           (func $forever (export "_start")
             (drop (memory.atomic.wait32 (i32.const 0) (i32.const 0) (i64.const -1)))))"#,
     );
-    let out = shmgate(&["run", module.path()]);
+    // Without the check the guest parks the host thread for good: the
+    // test must fail then, not hang.
+    let out = shmgate_within(&["run", module.path()], Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(65), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -110,4 +115,24 @@ fn guests_that_could_wait_forever_are_refused() {
         "{}",
         text(&out)
     );
+}
+
+/// Runs `shmgate` with `args`; kills it (and fails) after `limit`.
+fn shmgate_within(args: &[&str], limit: Duration) -> Output {
+    let mut child = Command::new(SHMGATE)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running the shmgate binary");
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("waiting for shmgate").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("shmgate {args:?} still ran after {limit:?}: {}", text(&out));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("shmgate's output")
 }

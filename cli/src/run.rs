@@ -7,9 +7,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 use shmgate_core::Mode;
-use shmgate_host::wasm::{ShmCtx, ShmPolicy, add_to_linker, component, configure};
+use shmgate_host::wasm::{
+    ShareError, ShmCtx, ShmMemoryCreator, ShmPolicy, add_to_linker, check_waits, component,
+    configure, share_memory,
+};
 use wasmtime::component::{Component, ResourceTable};
-use wasmtime::{Config, Engine, Linker, Module, Store};
+use wasmtime::{Config, Engine, Linker, Module, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::sync::Command as WasiCommand;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -64,6 +67,12 @@ pub(crate) struct RunArgs {
     /// Most bytes of windows (map) mapped into the guest at once, e.g. 1GiB (default: no windows).
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "0")]
     max_mapped: u64,
+    /// Largest linear memory of the guest, windows included, e.g. 256MiB
+    /// (default: 1GiB plus --max-mapped). Like wasmtime's
+    /// -W max-memory-size: past it the guest's memory.grow returns -1 and
+    /// map ENOMEM; a guest whose memory starts larger does not run.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_memory: Option<u64>,
     /// Longest single wait32 in seconds, whatever timeout the guest asks for.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     max_wait: u64,
@@ -80,7 +89,23 @@ pub(crate) struct RunArgs {
     args: Vec<String>,
 }
 
+/// The default `--max-memory` beside the windows: 1 GiB.
+const DEFAULT_MAX_MEMORY: u64 = 1 << 30;
+
 impl RunArgs {
+    /// `--max-memory`, or its default: 1 GiB plus `--max-mapped`.
+    fn max_memory(&self) -> u64 {
+        self.max_memory
+            .unwrap_or_else(|| DEFAULT_MAX_MEMORY.saturating_add(self.max_mapped))
+    }
+
+    /// The store's limiter: every memory at most `--max-memory`.
+    fn limits(&self) -> StoreLimits {
+        StoreLimitsBuilder::new()
+            .memory_size(usize::try_from(self.max_memory()).unwrap_or(usize::MAX))
+            .build()
+    }
+
     fn policy(&self) -> Result<ShmPolicy, Failure> {
         let mut b = ShmPolicy::builder()
             .read_only(self.read_only)
@@ -124,6 +149,7 @@ impl wasmtime_wasi::HostMonotonicClock for HostMonotonic {
 struct Host {
     wasi: WasiP1Ctx,
     shm: ShmCtx,
+    limits: StoreLimits,
 }
 
 /// What a component's store holds: WASI 0.2, its resources, and shmgate
@@ -132,6 +158,7 @@ struct ComponentHost {
     wasi: WasiCtx,
     table: ResourceTable,
     shm: ShmCtx,
+    limits: StoreLimits,
 }
 
 impl WasiView for ComponentHost {
@@ -157,6 +184,7 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
         max_handles = args.max_handles,
         max_created = args.max_created,
         max_mapped = args.max_mapped,
+        max_memory = args.max_memory(),
         create_mode = format_args!("{:04o}", args.create_mode.bits()),
         auto_unlink = args.auto_unlink,
         "grant"
@@ -172,10 +200,23 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
             ),
         ));
     }
+    // A guest that could park this thread in memory.atomic.wait32/wait64
+    // on a shared memory, beyond --max-wait, does not run (configure turns
+    // shared memories on; see docs/ABI.md). Text is parsed here first.
+    let bytes = binary(&args, bytes)?;
+    match check_waits(&bytes) {
+        // wasmtime says what is wrong with bytes that do not parse.
+        Ok(()) | Err(ShareError::Malformed(_)) => {}
+        Err(e) => return Err(refused(&args, &e)),
+    }
     // Windows need shmgate's memories (and its signal handler installed
-    // before the engine's); see shmgate_host::wasm::configure.
+    // before the engine's); see shmgate_host::wasm::configure. Its memory
+    // creator is also the ceiling for memories the store's limiter does
+    // not see grow (shared ones).
     let mut config = Config::new();
-    configure(&mut config);
+    configure(&mut config).with_host_memory(std::sync::Arc::new(
+        ShmMemoryCreator::with_max_memory(args.max_memory()),
+    ));
     config.wasm_component_model(true);
     let engine =
         Engine::new(&config).map_err(|e| Failure::new(exit::SOFTWARE, format!("{e:#}")))?;
@@ -229,6 +270,31 @@ fn not_wasm(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// The guest in the binary format: a `.wat` module is parsed here, so
+/// that every guest is checked the same way.
+fn binary(args: &RunArgs, bytes: Vec<u8>) -> Result<Vec<u8>, Failure> {
+    if bytes.starts_with(b"\0asm") {
+        return Ok(bytes);
+    }
+    wat::parse_bytes(&bytes)
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|e| {
+            Failure::new(
+                exit::DATAERR,
+                format!("{}: not a valid guest: {e}", args.guest.display()),
+            )
+        })
+}
+
+/// EX_DATAERR: a guest shmgate refuses to run (`share_memory`,
+/// `check_waits`).
+fn refused(args: &RunArgs, e: &ShareError) -> Failure {
+    Failure::new(
+        exit::DATAERR,
+        format!("{}: refused: {e}", args.guest.display()),
+    )
+}
+
 /// What a guest that could not be linked gets: the imports it needs that
 /// shmgate does not provide are named in `e`.
 fn unlinkable(args: &RunArgs, e: &wasmtime::Error) -> Failure {
@@ -277,11 +343,12 @@ fn run_module(
     // Windows live only in shared memories, so every host function (WASI
     // too) copies through raw pointers instead of borrowing bytes another
     // process can change: with windows granted, the guest's own memory is
-    // made shared. Text (`.wat`) is left to `Module::new`.
+    // made shared, with --max-memory as its maximum (wasmtime does not ask
+    // the limiter before growing a shared memory).
     let bytes = if args.max_mapped > 0 {
-        shmgate_host::wasm::share_memory(&bytes)
-            .map(|shared| shared.into_owned())
-            .unwrap_or(bytes)
+        share_memory(&bytes, args.max_memory())
+            .map_err(|e| refused(args, &e))?
+            .into_owned()
     } else {
         bytes
     };
@@ -300,8 +367,10 @@ fn run_module(
     let host = Host {
         wasi: wasi.build_p1(),
         shm,
+        limits: args.limits(),
     };
     let mut store = Store::new(engine, host);
+    store.limiter(|h| &mut h.limits);
     let instance = pre
         .instantiate(&mut store)
         .map_err(|e| not_runnable(args, "cannot instantiate", &e))?;
@@ -338,8 +407,10 @@ fn run_component(
         wasi: wasi.build(),
         table: ResourceTable::new(),
         shm,
+        limits: args.limits(),
     };
     let mut store = Store::new(engine, host);
+    store.limiter(|h| &mut h.limits);
     let instance = pre
         .instantiate(&mut store)
         .map_err(|e| not_runnable(args, "cannot instantiate", &e))?;

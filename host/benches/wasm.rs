@@ -117,7 +117,7 @@ fn bench(c: &mut Criterion) {
     configure(&mut config);
     let shared_engine = Engine::new(&config).unwrap();
     let (mut shared_store, shared_instance) =
-        instantiate(&shared_engine, &share_memory(&wasm).unwrap());
+        instantiate(&shared_engine, &share_memory(&wasm, 1 << 32).unwrap());
     let shared_open_close: TypedFunc<(i32, i32, i32), i64> = shared_instance
         .get_typed_func(&mut shared_store, "open_close")
         .unwrap();

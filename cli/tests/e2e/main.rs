@@ -10,6 +10,7 @@ mod components;
 mod demo;
 mod exchange;
 mod grants;
+mod limits;
 mod liveness;
 mod ls;
 mod orphans;

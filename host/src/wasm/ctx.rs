@@ -307,7 +307,8 @@ impl ShmCtx {
     }
 
     /// The checks of `map`: handle, `prot`, alignment, bounds, rights and
-    /// the mapped-bytes quota. The caller then grows the memory and maps.
+    /// the mapped-bytes quota. The caller then finds room (a range an
+    /// `unmap` freed, or new pages) and maps.
     pub(crate) fn plan_map(
         &mut self,
         handle: i32,
@@ -350,7 +351,8 @@ impl ShmCtx {
     }
 
     /// Maps the planned window over guest bytes `addr..` of `memory`,
-    /// which the caller has just grown for it.
+    /// which the caller has just grown for it or taken from the ranges
+    /// unmapped windows left.
     pub(crate) fn map_at(
         &mut self,
         handle: i32,

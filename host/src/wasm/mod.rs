@@ -70,7 +70,7 @@ use wasmtime::{Caller, Config, Linker};
 pub use crate::sys::window::ShmMemoryCreator;
 pub use ctx::{ShmCtx, WaitInterrupt};
 pub use policy::{DEFAULT_MAX_WINDOWS, HANDLES_LIMIT, ShmPolicy, ShmPolicyBuilder};
-pub use share::share_memory;
+pub use share::{ShareError, check_waits, share_memory};
 pub use wait::{AsyncWaitEngine, async_wait_engine, pending_async_waits};
 
 use crate::sys::window::guest::{GuestMemory, NAME_COPY_MAX, range_and_data};
@@ -91,6 +91,20 @@ pub const MODULE: &str = "shmgate_v1";
 /// Without it every call except `map`/`unmap` works, and `map` is
 /// `ENOTSUP`. The pooling allocator never uses a custom creator, so
 /// engines configured for pooling get `ENOTSUP` too.
+///
+/// The creator makes every memory of the engine; 64-bit and
+/// custom-page-size memories run as usual (enable those proposals as for
+/// any engine), and `map` on them is `ENOTSUP`. For a ceiling on every
+/// memory of the engine, install
+/// [`ShmMemoryCreator::with_max_memory`] after this call.
+///
+/// Shared memories are on for the whole engine: wasmtime grows them
+/// without asking the store's `ResourceLimiter`, and parks a thread that
+/// runs `memory.atomic.wait32`/`wait64` on one beyond any epoch deadline
+/// or `max_wait`. Prepare guests with [`share_memory`] (it takes the
+/// memory limit, and refuses such waits), or check them with
+/// [`check_waits`]; see "Memory limits" and "Waits that end" in
+/// `docs/ABI.md`.
 pub fn configure(config: &mut Config) -> &mut Config {
     config
         .with_host_memory(Arc::new(ShmMemoryCreator::new()))
@@ -170,21 +184,37 @@ fn map<T: 'static>(
     let Some(windows) = mem.windows(caller) else {
         return Ok(Err(Errno::NOTSUP));
     };
-    // Grow, and map over the new pages: mapping over pages the guest
-    // already uses would silently destroy them.
-    let pages = u64::from(plan.len) / ctx::WINDOW_ALIGN;
-    let Ok(old_pages) = mem.grow(caller, pages) else {
+    // Map over the range an unmapped window left, or over pages grown
+    // for this window: mapping over pages the guest already uses would
+    // silently destroy them. Growth is bounded by the memory's maximum
+    // (see `share_memory`) and its creator's ceiling: `ENOMEM` past them.
+    let len = plan.len as usize;
+    let addr = match windows.take_free(len) {
+        Some(addr) => addr,
+        None => {
+            let pages = u64::from(plan.len) / ctx::WINDOW_ALIGN;
+            let Ok(old_pages) = mem.grow(caller, pages) else {
+                return Ok(Err(Errno::NOMEM));
+            };
+            let Some(addr) = old_pages
+                .checked_mul(ctx::WINDOW_ALIGN)
+                .and_then(|a| usize::try_from(a).ok())
+            else {
+                return Ok(Err(Errno::NOMEM));
+            };
+            addr
+        }
+    };
+    let Ok(guest_addr) = u32::try_from(addr) else {
+        windows.give_back(addr, len);
         return Ok(Err(Errno::NOMEM));
     };
-    let Some(addr) = old_pages
-        .checked_mul(ctx::WINDOW_ALIGN)
-        .and_then(|a| u32::try_from(a).ok())
-    else {
-        return Ok(Err(Errno::NOMEM));
-    };
-    Ok(ctx(caller.data_mut())
-        .map_at(handle, plan, &windows, addr)
-        .map(|()| addr))
+    let mapped = ctx(caller.data_mut()).map_at(handle, plan, &windows, guest_addr);
+    if mapped.is_err() && !windows.has_window_at(addr) {
+        // Private pages again (see `map_window`): for the next `map`.
+        windows.give_back(addr, len);
+    }
+    Ok(mapped.map(|()| guest_addr))
 }
 
 /// Copies a guest name out of its memory and passes it to `f`: names are

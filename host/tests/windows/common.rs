@@ -4,10 +4,12 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use shmgate_host::wasm::{ShmCtx, ShmMemoryCreator, ShmPolicy, add_to_linker, configure};
+use shmgate_host::wasm::{
+    ShmCtx, ShmMemoryCreator, ShmPolicy, add_to_linker, configure, share_memory,
+};
 use wasmtime::{
-    Config, Engine, Extern, Instance, InstancePre, Linker, Memory, Module, SharedMemory, Store,
-    TypedFunc, WasmParams, WasmResults,
+    Config, Engine, Extern, Instance, InstancePre, Linker, Memory, Module, ResourceLimiter,
+    SharedMemory, Store, StoreLimitsBuilder, TypedFunc, WasmParams, WasmResults,
 };
 
 /// The test guest: every `shmgate_v1` import re-exported as is, plus raw
@@ -83,6 +85,38 @@ pub(crate) fn init() {
 /// The store data of these tests.
 pub(crate) struct Host {
     pub(crate) shm: ShmCtx,
+}
+
+/// The memory limit of every store [`Guest`] makes: [`GUEST`]'s own
+/// maximum, 1,000 pages, so that the limiter binds without changing what
+/// the tests see.
+pub(crate) const MEMORY_LIMIT: usize = 1000 * (64 << 10);
+
+/// Every store [`Guest`] makes has a limiter, as a multi-tenant embedder's
+/// would: `StoreLimits` with a memory size of [`MEMORY_LIMIT`].
+impl ResourceLimiter for Host {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        StoreLimitsBuilder::new()
+            .memory_size(MEMORY_LIMIT)
+            .build()
+            .memory_growing(current, desired, maximum)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        StoreLimitsBuilder::new()
+            .build()
+            .table_growing(current, desired, maximum)
+    }
 }
 
 /// A namespace unique to the test; removes its `/dev/shm` entries on drop.
@@ -163,7 +197,10 @@ impl Guest {
     pub(crate) fn new(policy: ShmPolicy) -> Guest {
         static PRE: OnceLock<InstancePre<Host>> = OnceLock::new();
         let pre = PRE.get_or_init(|| {
-            let module = Module::new(engine(), GUEST).expect("test guest");
+            // Prepared as an embedder would, for the store's memory limit.
+            let wasm = wat::parse_str(GUEST).unwrap();
+            let wasm = share_memory(&wasm, MEMORY_LIMIT as u64).expect("prepare the test guest");
+            let module = Module::new(engine(), &*wasm).expect("test guest");
             let mut linker = Linker::<Host>::new(engine());
             add_to_linker(&mut linker, |h: &mut Host| &mut h.shm).unwrap();
             linker
@@ -176,6 +213,7 @@ impl Guest {
                 shm: ShmCtx::new(policy),
             },
         );
+        store.limiter(|h| h);
         let instance = pre.instantiate(&mut store).expect("instantiate");
         Guest::from_instance(store, instance)
     }
@@ -212,6 +250,7 @@ impl Guest {
                 shm: ShmCtx::new(policy),
             },
         );
+        store.limiter(|h| h);
         let instance = linker
             .instantiate(&mut store, &module)
             .expect("instantiate");

@@ -169,7 +169,7 @@ fn windows_need_a_shared_memory() {
     assert_eq!(g.memory.size(&g.store), 1, "nothing grew");
     // The same guest made shared through `share_memory` gets its window.
     let wasm = wat::parse_str(local_guest()).unwrap();
-    let shared = shmgate_host::wasm::share_memory(&wasm).unwrap();
+    let shared = shmgate_host::wasm::share_memory(&wasm, 1 << 32).unwrap();
     let module = Module::new(engine(), &*shared).unwrap();
     let mut linker = Linker::<Host>::new(engine());
     shmgate_host::wasm::add_to_linker(&mut linker, |h: &mut Host| &mut h.shm).unwrap();

@@ -7,10 +7,13 @@
 #![allow(clippy::cast_possible_truncation)]
 
 mod async_wait;
+mod atomic_waits;
 mod common;
 mod errors;
 mod findings;
 mod lifecycle;
+mod limits;
+mod memory_kinds;
 mod signals;
 mod stress;
 mod wait;

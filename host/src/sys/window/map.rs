@@ -76,7 +76,8 @@ pub(crate) fn map_window(
 }
 
 /// Puts private zeroed pages back over the window at `addr..addr+len` of
-/// `memory`, then forgets it. `EINVAL` if that is not exactly one of its
+/// `memory`, then forgets it and lists the range for reuse by a later
+/// `map`. `EINVAL` if that is not exactly one of its
 /// windows.
 ///
 /// # Errors
@@ -94,7 +95,12 @@ pub(crate) fn unmap_window(memory: &MemoryWindows, addr: usize, len: usize) -> R
     match registry::retire(w.token, |snap| {
         replace_private(snap.start, snap.end - snap.start)
     }) {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            drop(windows);
+            // Private zeroed pages now: the next `map` reuses them.
+            memory.give_back(addr, len);
+            Ok(())
+        }
         Err((token, e)) => {
             windows.push(Window { addr, len, token });
             Err(e)

@@ -30,6 +30,7 @@
 //! otherwise. Summaries use the fast pairs (all pairs if none was fast,
 //! and say so); the per-pair ratios are listed with their mode.
 //!
+//! `SHMGATE_RING_ROUNDS=N` sets the number of rounds (5).
 //! `SHMGATE_RING_PLOT=FILE.svg` also draws the one-way latency percentile
 //! spectrum (log scale of 1/(1-q)): each shmgate line with its C baseline
 //! and iceoryx2 beside it.
@@ -488,7 +489,10 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (rounds, sz) = if full {
         (
-            ROUNDS,
+            std::env::var("SHMGATE_RING_ROUNDS")
+                .ok()
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(ROUNDS),
             Sizes {
                 messages: MESSAGES,
                 round_trips: ROUND_TRIPS,

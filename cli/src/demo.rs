@@ -43,6 +43,9 @@ const HEADER: u64 = 64;
 /// byte and both checksums agree; 1 if a guest failed or they disagree; 66
 /// if a guest module is missing; 71 if a process cannot be started; 73 if
 /// the namespace is already in use in /dev/shm (nothing is touched then).
+///
+/// The guests are carried in the executable: the demo runs from any
+/// directory, with no build tree or wasm toolchain.
 #[derive(Args, Debug)]
 #[command(after_help = "Example: shmgate demo --size 256MiB")]
 pub(crate) struct DemoArgs {
@@ -53,16 +56,22 @@ pub(crate) struct DemoArgs {
     /// How long the consumer waits for the producer's data, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     timeout: u64,
-    /// The producer guest (`producer NAME SIZE`).
-    #[arg(long, value_name = "GUEST.wasm", default_value = shmgate_guest_artifacts::PRODUCER)]
-    producer: PathBuf,
-    /// The consumer guest (`consumer NAME TIMEOUT_SECS`).
-    #[arg(long, value_name = "GUEST.wasm", default_value = shmgate_guest_artifacts::CONSUMER)]
-    consumer: PathBuf,
-    /// Also draw the zero-copy latency distributions (guest ring and C
-    /// spin ping-pong) into this SVG file.
+    /// The producer guest (`producer NAME SIZE`); default: the example
+    /// producer carried in this executable.
+    #[arg(long, value_name = "GUEST.wasm")]
+    producer: Option<PathBuf>,
+    /// The consumer guest (`consumer NAME TIMEOUT_SECS`); default: the
+    /// example consumer carried in this executable.
+    #[arg(long, value_name = "GUEST.wasm")]
+    consumer: Option<PathBuf>,
+    /// Also draw the zero-copy latency percentile spectrum (guest ring and
+    /// the C ring ping-pong right before and after it, log scale of
+    /// 1/(1-q)) into this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// A native end of a baseline (the demo starts it).
+    #[arg(long, value_name = "ROLE", hide = true)]
+    native_end: Option<String>,
 }
 
 /// What one guest is allowed: turned into `shmgate run` options and into
@@ -345,8 +354,17 @@ fn names_under(prefix: &str) -> Result<Vec<Vec<u8>>, Failure> {
         .collect())
 }
 
-/// Finds `what N bytes` and `fnv1a HEX` in a guest's line.
-fn parse_line(line: &str, what: &str) -> Option<(u64, String)> {
+/// What a copy-path guest said: bytes, its loop's seconds if it said, and
+/// its checksum.
+#[derive(Debug, PartialEq)]
+struct Said {
+    bytes: u64,
+    secs: Option<f64>,
+    sum: String,
+}
+
+/// Finds `what N bytes`, `in S s` and `fnv1a-words HEX` in a guest's line.
+fn parse_line(line: &str, what: &str) -> Option<Said> {
     let bytes = line
         .split(&format!("{what} "))
         .nth(1)?
@@ -354,9 +372,18 @@ fn parse_line(line: &str, what: &str) -> Option<(u64, String)> {
         .next()?
         .parse()
         .ok()?;
-    let sum = line.split("fnv1a ").nth(1)?.trim();
+    let secs = line
+        .split(" in ")
+        .nth(1)
+        .and_then(|t| t.split(" s").next())
+        .and_then(|t| t.parse().ok());
+    let sum = line.split("fnv1a-words ").nth(1)?.trim();
     let hex = !sum.is_empty() && sum.chars().all(|c| c.is_ascii_hexdigit());
-    hex.then(|| (bytes, sum.to_owned()))
+    hex.then(|| Said {
+        bytes,
+        secs,
+        sum: sum.to_owned(),
+    })
 }
 
 /// The time from the creation of `segment` (its birth time: the producer
@@ -371,22 +398,25 @@ fn streaming_time(segment: &str) -> Option<Duration> {
 
 /// Runs the demo.
 pub(crate) fn demo(args: &DemoArgs, verbose: u8) -> Result<u8, Failure> {
-    if !shmgate_guest_artifacts::AVAILABLE {
-        // A build from the crates.io package: the example guests' sources
-        // live in the repository only (see shmgate-guest-artifacts).
-        return Err(Failure::new(
-            exit::NOINPUT,
-            "this shmgate was built without the example guests (a packaged build); \
-             run the demo from a source checkout: `cargo run --release -p shmgate-cli -- demo`",
-        ));
+    if let Some(role) = &args.native_end {
+        return crate::native::end(role);
     }
-    for (role, path) in [("producer", &args.producer), ("consumer", &args.consumer)] {
+    // The guests this executable carries, as files for `shmgate run`.
+    let guests = crate::guests::Guests::write()?;
+    let producer_path = args
+        .producer
+        .clone()
+        .unwrap_or_else(|| guests.path("producer"));
+    let consumer_path = args
+        .consumer
+        .clone()
+        .unwrap_or_else(|| guests.path("consumer"));
+    for (role, path) in [("producer", &producer_path), ("consumer", &consumer_path)] {
         if !path.is_file() {
             return Err(Failure::new(
                 exit::NOINPUT,
                 format!(
-                    "the {role} guest {} is missing (ENOENT); build it with \
-                     `cargo build -p shmgate-guest-artifacts`, or pass --{role} GUEST.wasm",
+                    "the {role} guest {} is missing (ENOENT); pass --{role} GUEST.wasm",
                     path.display()
                 ),
             ));
@@ -405,10 +435,14 @@ pub(crate) fn demo(args: &DemoArgs, verbose: u8) -> Result<u8, Failure> {
     let running: Running = Arc::new(Mutex::new(Vec::new()));
     {
         let (running, prefix) = (Arc::clone(&running), namespace.prefix.clone());
-        *lock(&on_signal) = Some(Box::new(move || terminate(&running, &prefix)));
+        let guest_dir = guests.dir().to_owned();
+        *lock(&on_signal) = Some(Box::new(move || {
+            terminate(&running, &prefix);
+            let _ = std::fs::remove_dir_all(&guest_dir);
+        }));
     }
     // The headline first: the zero-copy path (`crate::zero_copy`).
-    let headline = crate::zero_copy::measure(&namespace.prefix, args.plot.as_deref())?;
+    let headline = crate::zero_copy::measure(&namespace.prefix, &guests, args.plot.as_deref())?;
     write_stdout(headline.as_bytes())?;
     let producer_grant = Grant {
         namespace: namespace.prefix.clone(),
@@ -430,7 +464,7 @@ pub(crate) fn demo(args: &DemoArgs, verbose: u8) -> Result<u8, Failure> {
         "consumer",
         verbose,
         &consumer_grant,
-        &args.consumer,
+        &consumer_path,
         &[SEGMENT.to_owned(), args.timeout.to_string()],
     )?;
     let mut producer = Guest::spawn(
@@ -438,7 +472,7 @@ pub(crate) fn demo(args: &DemoArgs, verbose: u8) -> Result<u8, Failure> {
         "producer",
         verbose,
         &producer_grant,
-        &args.producer,
+        &producer_path,
         &[SEGMENT.to_owned(), args.size.to_string()],
     )?;
     let (producer_pid, consumer_pid) = (producer.pid(), consumer.pid());
@@ -454,6 +488,9 @@ pub(crate) fn demo(args: &DemoArgs, verbose: u8) -> Result<u8, Failure> {
     }
     let consumed = consumer.wait()?;
     let elapsed = start.elapsed();
+    // The same copy path natively, in the same run (before the cleanup,
+    // under the namespace).
+    let native = crate::native::copy_path(&format!("{}native-copy", namespace.prefix), args.size)?;
     let segment = format!("{}/{}{SEGMENT}", devshm::SHM_DIR, namespace.prefix);
     let streaming = streaming_time(&segment);
     let (removed, cleanup_errors) = namespace.clean();
@@ -468,8 +505,8 @@ pub(crate) fn demo(args: &DemoArgs, verbose: u8) -> Result<u8, Failure> {
     let wrote = parse_line(&produced.stdout, "wrote");
     let verified = parse_line(&consumed.stdout, "verified");
     let checksum = match (&wrote, &verified) {
-        (Some((w, ws)), Some((v, vs))) if *w == args.size && *v == args.size && ws == vs => {
-            Some(ws.clone())
+        (Some(w), Some(v)) if w.bytes == args.size && v.bytes == args.size && w.sum == v.sum => {
+            Some(w.sum.clone())
         }
         _ if consumed.success => {
             problems.push(format!(
@@ -498,6 +535,15 @@ pub(crate) fn demo(args: &DemoArgs, verbose: u8) -> Result<u8, Failure> {
         elapsed,
         streaming,
         checksum: checksum.as_deref(),
+        loops: (
+            wrote.as_ref().and_then(|w| w.secs),
+            verified.as_ref().and_then(|v| v.secs),
+        ),
+        native: (
+            native.0,
+            native.1,
+            checksum.as_deref() == Some(&format!("{:016x}", native.2)),
+        ),
         removed: &removed,
         clean: leftover.is_empty(),
     });
@@ -522,6 +568,12 @@ struct Report<'a> {
     /// birth times.
     streaming: Option<Duration>,
     checksum: Option<&'a str>,
+    /// The seconds of the producer's write loop and the consumer's read
+    /// loop, as they said.
+    loops: (Option<f64>, Option<f64>),
+    /// The native copy path: write and read bytes/s, and whether its
+    /// checksum is the guests'.
+    native: (f64, f64, bool),
     removed: &'a [String],
     /// Whether the namespace has no names left in `/dev/shm`.
     clean: bool,
@@ -566,10 +618,35 @@ fn report(r: &Report<'_>) -> String {
         );
     }
     line("throughput", &throughput);
+    let gb = |bytes_s: f64| bytes_s / 1e9;
+    for (what, call, secs, native) in [
+        ("write", "write_all_at", r.loops.0, r.native.0),
+        ("read", "read_exact_at", r.loops.1, r.native.1),
+    ] {
+        let Some(secs) = secs else { continue };
+        let guest = size as f64 / secs.max(1e-9);
+        line(
+            if what == "write" { "copy path" } else { "" },
+            &format!(
+                "{what} loop (1 MiB blocks, fill and word-wise checksum included, no start-up \
+                 or compilation): guest {:.2} GB/s; native Segment::{call}, same run: {:.2} GB/s ({:.2}x)",
+                gb(guest),
+                gb(native),
+                guest / native
+            ),
+        );
+    }
     match r.checksum {
         Some(sum) => line(
             "checksum",
-            &format!("fnv1a {sum}, computed by both guests independently: they agree"),
+            &format!(
+                "fnv1a-words {sum}, computed by both guests independently: they agree{}",
+                if r.native.2 {
+                    "; so does the native copy"
+                } else {
+                    "; the native copy DIFFERS"
+                }
+            ),
         ),
         None => line("checksum", "no agreement (see below)"),
     }
@@ -598,20 +675,28 @@ mod tests {
     fn parses_the_guests_lines() {
         assert_eq!(
             parse_line(
-                "producer: wrote 4096 bytes to \"stream\", fnv1a 00ff12\n",
+                "producer: wrote 4096 bytes to \"stream\" in 0.25 s, fnv1a-words 00ff12\n",
                 "wrote"
             ),
-            Some((4096, "00ff12".to_owned()))
+            Some(Said {
+                bytes: 4096,
+                secs: Some(0.25),
+                sum: "00ff12".to_owned()
+            })
         );
         assert_eq!(
             parse_line(
-                "consumer: verified 7 bytes from \"stream\", fnv1a abc\n",
+                "consumer: verified 7 bytes from \"stream\", fnv1a-words abc\n",
                 "verified"
             ),
-            Some((7, "abc".to_owned()))
+            Some(Said {
+                bytes: 7,
+                secs: None,
+                sum: "abc".to_owned()
+            })
         );
         assert_eq!(parse_line("consumer: timed out", "verified"), None);
-        assert_eq!(parse_line("wrote 1 bytes, fnv1a zz", "wrote"), None);
+        assert_eq!(parse_line("wrote 1 bytes, fnv1a-words zz", "wrote"), None);
     }
 
     #[test]

@@ -22,8 +22,10 @@
 
 mod demo;
 mod devshm;
+mod guests;
 mod latency;
 mod ls;
+mod native;
 mod rm;
 mod run;
 mod signals;

@@ -1,20 +1,25 @@
 //! The demo's headline: the zero-copy path. Two guests in two `shmgate run`
 //! processes stream through a ring in a shared window (bulk data in 1 MiB
 //! messages, then 64-byte messages), then ping-pong for latency, each number
-//! next to a native baseline measured in the same run: a memcpy into a
-//! mapping, and the C ring and spin ping-pong of `benches/c/baselines.c`
-//! (built here with the system C compiler; left out if there is none).
-//! Every segment is made under the demo's namespace, which the demo
-//! removes.
+//! next to a baseline run right before and right after it: the same bulk
+//! transfer between two native processes with the native ring ends
+//! (`crate::native`; a memcpy into a mapping shown as the ceiling), the C
+//! ring, and the C ring ping-pong of 64-byte messages of
+//! `benches/c/baselines.c` (built here with the system C compiler; left out
+//! if there is none). When the two C runs around the guests disagree (this
+//! VM switches between a fast and a slow mode), the report says the
+//! machine was disturbed. Every segment is made under the demo's
+//! namespace, which the demo removes.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
-use shmgate_guest_artifacts::{RING_CONSUMER, RING_PING, RING_PONG, RING_PRODUCER};
+use hdrhistogram::Histogram;
 use tracing::info;
 
+use crate::guests::Guests;
 use crate::{Failure, exit, latency};
 
 /// The C baselines' source.
@@ -22,6 +27,8 @@ const BASELINES_C: &str = include_str!("../benches/c/baselines.c");
 const BULK: u64 = 256 << 20;
 const MESSAGES: u64 = 4 << 20;
 const ROUND_TRIPS: u32 = 20_000;
+/// Messages of the C ring probe that tells the machine's mode.
+const PROBE: u64 = 2_000_000;
 
 fn exe() -> Result<PathBuf, Failure> {
     std::env::current_exe().map_err(|e| {
@@ -99,10 +106,17 @@ fn stdout(out: &Output) -> String {
 
 /// Streams `total` bytes in `msg`-byte messages guest to guest; returns the
 /// consumer's (MiB/s, messages/s) and whether both checksums agree.
-fn stream(ns: &str, name: &str, total: u64, msg: u64) -> Result<(f64, f64, bool), Failure> {
+fn stream(
+    ns: &str,
+    producer: &str,
+    consumer: &str,
+    name: &str,
+    total: u64,
+    msg: u64,
+) -> Result<(f64, f64, bool), Failure> {
     let (msg_s, total_s) = (msg.to_string(), total.to_string());
-    let consumer = run(ns, false, RING_CONSUMER, &[name, &msg_s, "window", "120"])?;
-    let producer = run(ns, true, RING_PRODUCER, &[name, &total_s, &msg_s, "window"])?;
+    let consumer = run(ns, false, consumer, &[name, &msg_s, "window", "120"])?;
+    let producer = run(ns, true, producer, &[name, &total_s, &msg_s, "window"])?;
     let (produced, consumed) = pair(consumer, producer)?;
     let (said, got) = (stdout(&produced), stdout(&consumed));
     let bad = || {
@@ -161,71 +175,89 @@ fn c_run(bin: &PathBuf, what: &str, n: u64) -> Option<String> {
     out.status.success().then(|| stdout(&out).trim().to_owned())
 }
 
-/// Draws the latency distributions (quantile curves, log scale) as an SVG.
-fn plot(path: &Path, curves: &[(&str, &[f64])]) -> Result<(), String> {
-    use plotters::prelude::*;
-    let hi = curves
-        .iter()
-        .flat_map(|(_, q)| q.iter())
-        .fold(1.0f64, |a, &b| a.max(b));
-    let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "one-way latency, two processes, spinning (receiver's clock - send time)",
-            ("sans-serif", 20),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..100f64, (1f64..hi * 2.0).log_scale())
-        .map_err(|e| e.to_string())?;
-    chart
-        .configure_mesh()
-        .x_desc("percentile")
-        .y_desc("ns")
-        .draw()
-        .map_err(|e| e.to_string())?;
-    for (i, (label, q)) in curves.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        let points = q
-            .iter()
-            .enumerate()
-            .map(|(k, &v)| (k as f64 / 10.0, v.max(1.0)));
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(|e| e.to_string())?
-            .label(*label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| e.to_string())?;
-    root.present().map_err(|e| e.to_string())
+/// A C ring probe of `PROBE` messages: the machine's mode (this VM
+/// switches between a fast and a slow one; rings drop 3-4x in the slow).
+fn c_probe(c: &PathBuf) -> Option<f64> {
+    c_run(c, "ring", PROBE)?.parse().ok()
 }
 
-/// Runs the zero-copy measurements in namespace `ns`, drawing the latency
-/// distributions into `plot_to` if given; returns the report.
-pub(crate) fn measure(ns: &str, plot_to: Option<&Path>) -> Result<String, Failure> {
+/// The C like-with-like latency baseline: the ring ping-pong of 64-byte
+/// messages (two SPSC rings laid out as shmgate's); with the probe run
+/// just before it.
+fn c_pingpong(c: &PathBuf) -> Option<(f64, Lat)> {
+    let probe = c_probe(c)?;
+    let out = Command::new(c)
+        .args(["ringpp", &ROUND_TRIPS.to_string(), "64"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let text = stdout(&out);
+    Some((
+        probe,
+        (
+            latency::parse(&text, "one-way")?,
+            latency::parse(&text, "half-rtt")?,
+        ),
+    ))
+}
+
+/// One-way and round trip / 2 samples.
+type Lat = (Histogram<u64>, Histogram<u64>);
+
+/// Whether two C runs around a guest run tell of a disturbed machine: a
+/// probe dropped under half the other's, or the C p50 moved by more than
+/// a third.
+fn disturbed(before: &(f64, Lat), after: &(f64, Lat)) -> bool {
+    let (p0, p1) = (before.0, after.0);
+    let (l0, l1) = (
+        latency::percentiles(&before.1.0)[0] as f64,
+        latency::percentiles(&after.1.0)[0] as f64,
+    );
+    p0.min(p1) < p0.max(p1) / 2.0 || l0.max(l1) > l0.min(l1).max(1.0) * 4.0 / 3.0
+}
+
+/// Runs the zero-copy measurements in namespace `ns` with the embedded
+/// `guests`, drawing the latency spectrum into `plot_to` if given; returns
+/// the report.
+pub(crate) fn measure(
+    ns: &str,
+    guests: &Guests,
+    plot_to: Option<&Path>,
+) -> Result<String, Failure> {
     let c = c_baselines();
-    let (bulk_mib_s, _, bulk_agree) = stream(ns, "zc-bulk", BULK, 1 << 20)?;
+    let guest = |name: &str| guests.path(name).display().to_string();
+    let (ring_producer, ring_consumer) = (guest("ring_producer"), guest("ring_consumer"));
+    let (ring_ping, ring_pong) = (guest("ring_ping"), guest("ring_pong"));
+    // Bulk: the native ring right before and after the guests, the same
+    // transfer (1 MiB messages, two processes, same fill and checksum).
+    let (native_before, native_agree0) =
+        crate::native::ring_stream(&format!("{ns}zc-native0"), BULK, 1 << 20)?;
+    let (bulk_mib_s, _, bulk_agree) =
+        stream(ns, &ring_producer, &ring_consumer, "zc-bulk", BULK, 1 << 20)?;
+    let (native_after, native_agree1) =
+        crate::native::ring_stream(&format!("{ns}zc-native1"), BULK, 1 << 20)?;
     let memcpy = memcpy_rate(ns)?;
-    let (_, msgs, msgs_agree) = stream(ns, "zc-msgs", MESSAGES * 64, 64)?;
-    let c_ring = c
-        .as_ref()
-        .and_then(|c| c_run(c, "ring", MESSAGES))
-        .and_then(|s| s.parse::<f64>().ok());
-    let pong = run(ns, false, RING_PONG, &["zc-ping", "spin", "120"])?;
+    let c_before = c.as_ref().and_then(c_probe);
+    let (_, msgs, msgs_agree) = stream(
+        ns,
+        &ring_producer,
+        &ring_consumer,
+        "zc-msgs",
+        MESSAGES * 64,
+        64,
+    )?;
+    let c_after = c.as_ref().and_then(c_probe);
+    // Latency: the C ring ping-pong right before and after the guests.
+    let lat_before = c.as_ref().and_then(c_pingpong);
+    let pong = run(ns, false, &ring_pong, &["zc-ping", "spin", "120"])?;
     let ping = run(
         ns,
         true,
-        RING_PING,
+        &ring_ping,
         &["zc-ping", &ROUND_TRIPS.to_string(), "spin", "64"],
     )?;
     let (pinged, ponged) = pair(pong, ping)?;
+    let lat_after = c.as_ref().and_then(c_pingpong);
     let no_samples = || {
         Failure::new(
             exit::FAILURE,
@@ -234,24 +266,38 @@ pub(crate) fn measure(ns: &str, plot_to: Option<&Path>) -> Result<String, Failur
     };
     let guest_one_way = latency::parse(&stdout(&ponged), "one-way").ok_or_else(no_samples)?;
     let guest_rtt = latency::parse(&stdout(&pinged), "half-rtt").ok_or_else(no_samples)?;
-    let c_spin = c
-        .as_ref()
-        .and_then(|c| c_run(c, "spin", u64::from(ROUND_TRIPS)))
-        .and_then(|out| {
-            Some((
-                latency::parse(&out, "one-way")?,
-                latency::parse(&out, "half-rtt")?,
-            ))
-        });
+    // The C runs of the pair in one histogram each.
+    let c_lat = match (&lat_before, &lat_after) {
+        (Some(b), Some(a)) => {
+            let (mut o, mut h) = (b.1.0.clone(), b.1.1.clone());
+            o.add(&a.1.0)
+                .map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
+            h.add(&a.1.1)
+                .map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
+            Some((o, h))
+        }
+        _ => None,
+    };
     let mut plotted = None;
     if let Some(path) = plot_to {
-        let guest_q = latency::curve(&guest_one_way);
-        let mut curves: Vec<(&str, Vec<f64>)> = vec![("guest <-> guest, shmgate ring", guest_q)];
-        if let Some((one_way, _)) = &c_spin {
-            curves.push(("C spin ping-pong, one cache line", latency::curve(one_way)));
+        let mut curves = vec![(
+            "guest <-> guest, shmgate ring".to_owned(),
+            0,
+            &guest_one_way,
+        )];
+        if let Some((one_way, _)) = &c_lat {
+            curves.push((
+                "C ring ping-pong, right before and after".to_owned(),
+                0,
+                one_way,
+            ));
         }
-        let curves: Vec<(&str, &[f64])> = curves.iter().map(|(l, q)| (*l, q.as_slice())).collect();
-        plot(path, &curves).map_err(|e| {
+        latency::spectrum_svg(
+            path,
+            "one-way latency, 64-byte messages, two processes, spinning",
+            &curves,
+        )
+        .map_err(|e| {
             Failure::new(
                 exit::CANTCREAT,
                 format!("cannot write the plot {}: {e}", path.display()),
@@ -265,6 +311,7 @@ pub(crate) fn measure(ns: &str, plot_to: Option<&Path>) -> Result<String, Failur
 
     let gb = |bytes_s: f64| bytes_s / 1e9;
     let bulk = bulk_mib_s * f64::from(1u32 << 20);
+    let native = (native_before + native_after) / 2.0;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -272,64 +319,88 @@ pub(crate) fn measure(ns: &str, plot_to: Option<&Path>) -> Result<String, Failur
     );
     let _ = writeln!(
         out,
-        "  bulk        {} MiB in 1 MiB messages: {:.2} GB/s; native memcpy into a mapping, same run: {:.2} GB/s ({:.2}x)",
+        "  bulk        {} MiB in 1 MiB messages: {:.2} GB/s; native ring ends, same transfer, right before and after: \
+         {:.2} and {:.2} GB/s ({:.2}x); memcpy into a mapping (the ceiling): {:.2} GB/s",
         BULK >> 20,
         gb(bulk),
+        gb(native_before),
+        gb(native_after),
+        bulk / native,
         gb(memcpy),
-        bulk / memcpy
     );
-    let c_ring = match c_ring {
-        Some(c) => format!(
-            "C ring, same run: {:.1} M msg/s ({:.2}x)",
-            c / 1e6,
-            msgs / c
+    let c_ring = match (c_before, c_after) {
+        (Some(b), Some(a)) => format!(
+            "C ring right before and after: {:.1} and {:.1} M msg/s ({:.2}x)",
+            b / 1e6,
+            a / 1e6,
+            msgs / ((a + b) / 2.0)
         ),
-        None => "C ring: not measured (no C compiler)".to_owned(),
+        _ => "C ring: not measured (no C compiler)".to_owned(),
     };
     let _ = writeln!(
         out,
         "  messages    {MESSAGES} of 64 bytes: {:.1} M msg/s; {c_ring}",
         msgs / 1e6
     );
-    let pct = |h: &hdrhistogram::Histogram<u64>| {
-        let [p50, p99, p999] = latency::percentiles(h);
-        format!("p50 {p50} ns, p99 {p99} ns, p99.9 {p999} ns")
-    };
-    let c_line =
-        |h: Option<&hdrhistogram::Histogram<u64>>, g: &hdrhistogram::Histogram<u64>| match h {
-            Some(c) => format!(
-                "C spin ping-pong, same run: {} (p50 {:.2}x)",
-                pct(c),
-                latency::percentiles(g)[0] as f64 / latency::percentiles(c)[0] as f64
-            ),
-            None => "C spin ping-pong: not measured".to_owned(),
-        };
     let _ = writeln!(
         out,
         "  latency     one-way (timestamp in the message), spinning, {ROUND_TRIPS} ping-pongs of 64-byte messages: {}",
-        pct(&guest_one_way)
+        latency::summary(&guest_one_way)
     );
-    let _ = writeln!(
-        out,
-        "              {}",
-        c_line(c_spin.as_ref().map(|c| &c.0), &guest_one_way)
-    );
-    let _ = writeln!(
-        out,
-        "              round trip / 2: {}; {}",
-        pct(&guest_rtt),
-        c_line(c_spin.as_ref().map(|c| &c.1), &guest_rtt)
-    );
-    let agree = if bulk_agree && msgs_agree {
-        "computed by both guests of each stream: they agree"
+    match (&lat_before, &lat_after, &c_lat) {
+        (Some(b), Some(a), Some(c)) => {
+            let _ = writeln!(
+                out,
+                "              C ring ping-pong, 64 bytes, right before: {}; right after: {}",
+                latency::summary(&b.1.0),
+                latency::summary(&a.1.0)
+            );
+            let _ = writeln!(
+                out,
+                "              guests over the C pair: one-way {}",
+                latency::ratios(&guest_one_way, &c.0)
+            );
+            let _ = writeln!(
+                out,
+                "              round trip / 2: {}; C pair {} ({})",
+                latency::summary(&guest_rtt),
+                latency::summary(&c.1),
+                latency::ratios(&guest_rtt, &c.1)
+            );
+            if disturbed(b, a) {
+                let _ = writeln!(
+                    out,
+                    "              the machine was disturbed during this pair (C ring probe {:.1} -> {:.1} M msg/s, \
+                     C p50 {} -> {} ns): the ratios are no fair ones; run the demo again",
+                    b.0 / 1e6,
+                    a.0 / 1e6,
+                    latency::percentiles(&b.1.0)[0],
+                    latency::percentiles(&a.1.0)[0]
+                );
+            }
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "              round trip / 2: {}; C ring ping-pong: not measured (no C compiler)",
+                latency::summary(&guest_rtt)
+            );
+        }
+    }
+    let agree = if bulk_agree && msgs_agree && native_agree0 && native_agree1 {
+        "computed by both ends of each stream (guests and native): they agree"
     } else {
-        "the guests DISAGREE"
+        "the two ends DISAGREE"
     };
     let _ = writeln!(out, "  checksums   {agree}");
     if let Some(path) = plotted {
-        let _ = writeln!(out, "  plot        latency distributions written to {path}");
+        let _ = writeln!(
+            out,
+            "  plot        latency percentile spectrum written to {path} \
+             (iceoryx2 beside each line: `SHMGATE_RING_PLOT=FILE.svg cargo bench -p shmgate-cli --bench ring`)"
+        );
     }
-    if !(bulk_agree && msgs_agree) {
+    if !(bulk_agree && msgs_agree && native_agree0 && native_agree1) {
         return Err(Failure::new(
             exit::FAILURE,
             format!("demo failed: checksums disagree\n{out}"),
@@ -361,6 +432,10 @@ mod tests {
         assert!((3995..=4005).contains(&p99) && p999 >= p99, "{p99} {p999}");
         assert!(latency::parse(text, "half-rtt").is_none());
         assert!(latency::parse("samples one-way: 1 x", "one-way").is_none());
-        assert_eq!(latency::curve(&h).len(), 1000);
+        assert!(
+            latency::summary(&h).ends_with("mean 1150 ns"),
+            "{}",
+            latency::summary(&h)
+        );
     }
 }

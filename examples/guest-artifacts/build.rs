@@ -76,6 +76,13 @@ fn write_unavailable(out: &Path) {
              pub const {konst}: &str = \"\";\n"
         ));
     }
+    for guest in GUESTS {
+        paths.push_str(&format!(
+            "/// Empty: the `{guest}` example guest was not built (no sources).\n\
+             pub const {}_WASM: &[u8] = &[];\n",
+            guest.to_uppercase()
+        ));
+    }
     std::fs::write(out.join("paths.rs"), paths).expect("writing paths.rs");
 }
 
@@ -112,6 +119,17 @@ fn path_const(paths: &mut String, wasm: &Path, konst: &str, doc: &str) {
     assert!(wasm.exists(), "{} was not built", wasm.display());
     paths.push_str(&format!(
         "/// Path of {doc}.\npub const {konst}: &str = {:?};\n",
+        wasm.display().to_string()
+    ));
+}
+
+/// Appends the line of `paths.rs` that embeds one guest's bytes
+/// (`include_bytes!`, so a binary using it carries the guest and needs no
+/// build tree or wasm toolchain where it runs).
+fn bytes_const(paths: &mut String, wasm: &Path, konst: &str, doc: &str) {
+    paths.push_str(&format!(
+        "/// The bytes of {doc}, embedded at build time.\n\
+         pub const {konst}_WASM: &[u8] = include_bytes!({:?});\n",
         wasm.display().to_string()
     ));
 }
@@ -184,6 +202,7 @@ fn main() {
             .join(format!("{guest}.wasm"));
         let doc = format!("the `{guest}` example guest (`examples/guests/src/bin/{guest}.rs`)");
         path_const(&mut paths, &wasm, &guest.to_uppercase(), &doc);
+        bytes_const(&mut paths, &wasm, &guest.to_uppercase(), &doc);
     }
     for (bin, konst) in COMPONENTS {
         let wasm = target_dir

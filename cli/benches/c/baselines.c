@@ -3,8 +3,17 @@
  *
  *   baselines ring N     SPSC ring of 64-byte messages, 4096 slots, head and
  *                        tail published every 64 messages; prints msg/s
- *   baselines spin N     ping-pong over one shared cache line, spinning
+ *   baselines spin N     ping-pong over one shared cache line, spinning: the
+ *                        floor (a 12-byte exchange, no ring)
  *   baselines futex N    the same, the waiting side sleeping in the futex
+ *   baselines ringpp N SIZE
+ *                        ping-pong of SIZE-byte messages (16..64) over two
+ *                        SPSC rings laid out as shmgate's ring is: head and
+ *                        tail on cache lines of their own, slots of a u32
+ *                        length then the payload (slot size 8 + SIZE rounded
+ *                        up to 8), each message copied in and out, head
+ *                        published per message, spinning: the like-with-like
+ *                        baseline of the ring's ping-pong
  *
  * Ping-pongs print every sample, in nanoseconds, on two lines for the
  * caller's histogram: `samples one-way: ...` (the receiver's clock minus the
@@ -142,9 +151,93 @@ static int pingpong(uint32_t n, int block) {
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
 }
 
+/* One direction of the ring ping-pong: the layout of shmgate's ring
+ * (core/src/ring.rs) with 64 slots. */
+#define PP_SLOTS 64
+#define PP_MAX 64
+#define PP_SLOT (8 + PP_MAX)
+struct pp_ring {
+    _Alignas(64) _Atomic uint32_t head;
+    _Alignas(64) _Atomic uint32_t tail;
+    _Alignas(64) unsigned char slots[PP_SLOTS][PP_SLOT];
+};
+
+struct pp_end {
+    struct pp_ring *r;
+    uint32_t pos, seen; /* our index; the other side's index last seen */
+};
+
+static void pp_send(struct pp_end *e, const unsigned char *msg, uint32_t len) {
+    while (e->pos - e->seen >= PP_SLOTS)
+        e->seen = atomic_load_explicit(&e->r->tail, memory_order_acquire);
+    unsigned char *slot = e->r->slots[e->pos % PP_SLOTS];
+    memcpy(slot, &len, 4);
+    memcpy(slot + 4, msg, len);
+    e->pos++;
+    atomic_store_explicit(&e->r->head, e->pos, memory_order_release);
+}
+
+static uint32_t pp_recv(struct pp_end *e, unsigned char *msg) {
+    while (e->seen == e->pos)
+        e->seen = atomic_load_explicit(&e->r->head, memory_order_acquire);
+    const unsigned char *slot = e->r->slots[e->pos % PP_SLOTS];
+    uint32_t len;
+    memcpy(&len, slot, 4);
+    if (len > PP_MAX) len = PP_MAX;
+    memcpy(msg, slot + 4, len);
+    e->pos++;
+    atomic_store_explicit(&e->r->tail, e->pos, memory_order_release);
+    return len;
+}
+
+/* The parent sends message i (its number, then its send time, then filler),
+ * the child copies it out, times the one-way trip and sends it back. */
+static int ring_pingpong(uint32_t n, uint32_t size) {
+    struct pp_ring *a = shared(sizeof *a), *b = shared(sizeof *b);
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct pp_end rx = {a, 0, 0}, tx = {b, 0, 0};
+        uint64_t *one_way = malloc(sizeof(uint64_t) * n);
+        unsigned char msg[PP_MAX];
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t len = pp_recv(&rx, msg);
+            uint64_t now = now_ns(), sent;
+            memcpy(&sent, msg + 8, 8);
+            one_way[i] = now - sent;
+            pp_send(&tx, msg, len);
+        }
+        print_samples("one-way", one_way, n);
+        _exit(0);
+    }
+    struct pp_end tx = {a, 0, 0}, rx = {b, 0, 0};
+    uint64_t *half_rtt = malloc(sizeof(uint64_t) * n);
+    unsigned char msg[PP_MAX], back[PP_MAX];
+    memset(msg, 0x5a, sizeof msg);
+    int bad = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t t0 = now_ns(), num = i;
+        memcpy(msg, &num, 8);
+        memcpy(msg + 8, &t0, 8);
+        pp_send(&tx, msg, size);
+        uint32_t len = pp_recv(&rx, back);
+        half_rtt[i] = (now_ns() - t0) / 2;
+        bad |= len != size || memcmp(msg, back, size) != 0;
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    print_samples("half-rtt", half_rtt, n);
+    return !bad && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 4 && !strcmp(argv[1], "ringpp")) {
+        uint32_t n = (uint32_t)strtoul(argv[2], NULL, 10);
+        uint32_t size = (uint32_t)strtoul(argv[3], NULL, 10);
+        if (size < 16 || size > PP_MAX) return 64;
+        return ring_pingpong(n, size);
+    }
     if (argc != 3) {
-        fprintf(stderr, "usage: baselines ring|spin|futex N\n");
+        fprintf(stderr, "usage: baselines ring|spin|futex N | baselines ringpp N SIZE\n");
         return 64;
     }
     uint32_t n = (uint32_t)strtoul(argv[2], NULL, 10);

@@ -5,7 +5,12 @@ use std::process::{Command, Stdio};
 
 use shmgate_guest_artifacts::{RING_CONSUMER, RING_PRODUCER};
 
-const SHMGATE: &str = env!("CARGO_BIN_EXE_shmgate");
+/// The `shmgate` executable: `$SHMGATE_BIN` if set (a copy taken right
+/// after the build, where a shared target directory may be rebuilt under
+/// the bench), else the one cargo built.
+fn shmgate() -> String {
+    std::env::var("SHMGATE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_shmgate").to_owned())
+}
 
 /// Streams `total` bytes in `msg`-byte messages from a producer guest to a
 /// consumer guest, each in its own `shmgate run` process, under namespace
@@ -21,14 +26,14 @@ pub(crate) fn stream(ns: &str, total: u64, msg: u64, transport: &str) -> String 
         "80MiB",
     ];
     let msg = msg.to_string();
-    let consumer = Command::new(SHMGATE)
+    let consumer = Command::new(shmgate())
         .arg("run")
         .args(grant)
         .args([RING_CONSUMER, "--", "ring", &msg, transport, "120"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("consumer");
-    let producer = Command::new(SHMGATE)
+    let producer = Command::new(shmgate())
         .arg("run")
         .args(grant)
         .arg("--allow-create")

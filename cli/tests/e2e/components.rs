@@ -15,7 +15,7 @@ use crate::common::{Namespace, SHMGATE, shmgate, text};
 fn same_checksum(produced: &[u8], consumed: &[u8]) {
     let sum = |s: &[u8]| {
         let s = String::from_utf8_lossy(s);
-        s.split("fnv1a ").nth(1).map(|t| t.trim().to_owned())
+        s.split("fnv1a-words ").nth(1).map(|t| t.trim().to_owned())
     };
     assert!(
         sum(produced).is_some(),

@@ -37,6 +37,10 @@ fn demo_streams_reports_and_leaves_dev_shm_as_it_was() {
     for want in [
         "moved       8388608 bytes (8.0 MiB)",
         "MiB/s",
+        "write loop",
+        "read loop",
+        "native Segment::write_all_at, same run:",
+        "so does the native copy",
         "they agree",
         "read-only",
         "allowed: create 1 segment of at most 8388672 bytes",
@@ -47,12 +51,12 @@ fn demo_streams_reports_and_leaves_dev_shm_as_it_was() {
     }
     // Both guests printed the same checksum as the report's.
     let sum = report
-        .split("fnv1a ")
+        .split("fnv1a-words ")
         .nth(1)
         .and_then(|s| s.split(|c: char| !c.is_ascii_hexdigit()).next())
         .expect("a checksum in the report");
     assert_eq!(
-        report.matches(&format!("fnv1a {sum}")).count(),
+        report.matches(&format!("fnv1a-words {sum}")).count(),
         3,
         "{report}"
     );
@@ -116,20 +120,82 @@ fn demo_leads_with_zero_copy_and_plots() {
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(report.starts_with("shmgate demo: zero-copy"), "{report}");
     for want in [
-        "GB/s; native memcpy into a mapping, same run:",
-        "M msg/s;",
-        "p50",
-        "computed by both guests of each stream: they agree",
-        "latency distributions written to",
+        "GB/s; native ring ends, same transfer, right before and after:",
+        "memcpy into a mapping (the ceiling)",
+        "M msg/s; C ring right before and after:",
+        "C ring ping-pong, 64 bytes, right before:",
+        "mean",
+        "guests over the C pair: one-way p50",
+        "computed by both ends of each stream (guests and native): they agree",
+        "latency percentile spectrum written to",
     ] {
         assert!(report.contains(want), "{want:?} missing: {report}");
     }
     let drawn = drawn.expect("the plot was written");
     assert!(drawn.starts_with("<svg"), "{drawn:.300}");
+    for want in [
+        "guest &lt;-&gt; guest, shmgate ring",
+        "C ring ping-pong, right before and after",
+    ] {
+        assert!(drawn.contains(want), "{want:?} missing: {drawn:.300}");
+    }
+    // The percentile axis, log scale of 1/(1-q): its labels, each a text
+    // of its own.
+    for want in ["50%", "90%", "99%", "99.9%", "99.99%"] {
+        assert!(
+            drawn.lines().any(|l| l.trim() == want),
+            "{want:?} missing: {drawn:.300}"
+        );
+    }
+}
+
+/// An installed `shmgate` runs the demo from another directory: a copy of
+/// the binary alone, in a fresh directory that is also its working
+/// directory, with an environment that has no cargo or rustup on the
+/// `PATH`. The binary carries its guests: it names no file of the build
+/// tree's guests (the old demo's defaults did, and failed with 66 once
+/// those were gone). `.ci/run` also runs `cargo install --path cli` and
+/// the installed demo with the build tree hidden.
+#[test]
+fn demo_runs_from_a_copy_of_the_binary_elsewhere() {
+    let _one = ONE_DEMO.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(format!("shmgate-e2e-installed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    struct Gone(std::path::PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _gone = Gone(dir.clone());
+    let bin = dir.join("shmgate");
+    std::fs::copy(crate::common::SHMGATE, &bin).unwrap();
+    let exe = std::fs::read(&bin).unwrap();
+    let built = std::path::Path::new(shmgate_guest_artifacts::PRODUCER)
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap();
     assert!(
-        drawn.contains("guest &lt;-&gt; guest, shmgate ring"),
-        "{drawn:.300}"
+        !exe.windows(built.len()).any(|w| w == built.as_bytes()),
+        "the binary names the build tree's guests ({built})"
     );
+    let before = demo_names();
+    let out = std::process::Command::new(&bin)
+        .args(["demo", "--size", "1MiB"])
+        .current_dir(&dir)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("they agree"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(demo_names(), before, "{}", text(&out));
 }
 
 /// Ctrl-C (`SIGINT`) in the middle of the stream: the demo kills its

@@ -59,13 +59,31 @@ pub fn fnv1a_words(mut state: u64, bytes: &[u8]) -> u64 {
 /// The FNV-1a offset basis.
 pub const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
 
-/// Fills `buf` with the deterministic stream at byte `offset` (an
-/// xorshift of the position), so producer and consumer agree on every byte.
+/// Fills `buf` with the deterministic stream at byte `offset`, so producer
+/// and consumer agree on every byte: the stream is made of little-endian
+/// `u64` words, word `k` an xorshift of `k`, written a word at a time
+/// where `offset` is a multiple of 8 (the guests' blocks are).
 pub fn fill(buf: &mut [u8], offset: u64) {
-    for (i, b) in buf.iter_mut().enumerate() {
-        let mut x = (offset + i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let word = |k: u64| {
+        let mut x = k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         x ^= x >> 29;
-        *b = x.to_le_bytes()[0];
+        x.to_le_bytes()
+    };
+    if offset % 8 == 0 {
+        let mut words = buf.chunks_exact_mut(8);
+        let mut k = offset / 8;
+        for w in &mut words {
+            w.copy_from_slice(&word(k));
+            k += 1;
+        }
+        let tail = words.into_remainder();
+        let last = word(k);
+        tail.copy_from_slice(&last[..tail.len()]);
+    } else {
+        for (i, b) in buf.iter_mut().enumerate() {
+            let pos = offset + i as u64;
+            *b = word(pos / 8)[(pos % 8) as usize];
+        }
     }
 }
 

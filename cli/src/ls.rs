@@ -51,9 +51,10 @@ JSON (--json): an array, sorted by name, of objects with the fields
                         creator_alive
   open_elsewhere bool or null
                         whether any process, in any PID namespace, has it
-                        open or mapped, as the kernel tells by refusing a
-                        write lease (F_SETLEASE, taken and dropped at once
-                        on objects nobody has open); null when no lease
+                        open or mapped: true when a lock is held, else as
+                        the kernel tells by refusing a write lease
+                        (F_SETLEASE, taken and dropped at once on objects
+                        nobody has open); null when no lease
                         can be taken: you neither own it nor have
                         CAP_LEASE, or leases are disabled
   status      string    in-use (a lock, a descriptor or a mapping holds

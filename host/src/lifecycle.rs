@@ -112,9 +112,11 @@ pub struct Status {
     /// path and still holds it (or a lock covers that byte).
     pub holder_alive: bool,
     /// Whether any other open file description has the object open or
-    /// mapped, in any process and any PID namespace (`F_SETLEASE`, see
-    /// [`inspect`]); `None` where a lease cannot be taken: this process
-    /// neither owns the object nor has `CAP_LEASE`, or leases are disabled.
+    /// mapped, in any process and any PID namespace: `Some(true)` if a lock
+    /// is held (a lock lives only as long as its description), else what a
+    /// write lease says (`F_SETLEASE`, see [`inspect`]); `None` where a
+    /// lease cannot be taken: this process neither owns the object nor has
+    /// `CAP_LEASE`, or leases are disabled.
     pub open_elsewhere: Option<bool>,
 }
 
@@ -143,7 +145,12 @@ fn status_of(seg: &Segment) -> Result<Status, Error> {
     let identity = seg.identity()?;
     let creator_alive = sys::creator_lock_held(seg.fd()).map_err(check_err(seg.name()))?;
     let holder_alive = sys::holder_lock_held(seg.fd()).map_err(check_err(seg.name()))?;
-    let open_elsewhere = sys::open_elsewhere(seg.fd()).ok();
+    // A held lock is a live open file description: no lease needed.
+    let open_elsewhere = if creator_alive || holder_alive {
+        Some(true)
+    } else {
+        sys::open_elsewhere(seg.fd()).ok()
+    };
     Ok(Status {
         identity,
         creator_alive,

@@ -363,9 +363,16 @@ fn holder_in_another_pid_namespace_is_seen_through_its_lock() {
     let objects = listed(&ns, &unshared);
     let o = find(&objects, &ns.host_name("held"));
     assert_eq!(o["open_by"], serde_json::json!([]), "/proc shows us: {o}");
-    assert_eq!(o["open_elsewhere"], Value::Null, "a lease was taken: {o}");
     assert_eq!(o["holder_alive"], true, "{o}");
     assert_eq!(o["status"], "in-use", "{o}");
+    // No lease can be taken there (the orphan shows it); the lock decides.
+    let orphan = find(&objects, &ns.host_name("orphan"));
+    assert_eq!(
+        orphan["open_elsewhere"],
+        Value::Null,
+        "a lease was taken: {orphan}"
+    );
+    assert_eq!(orphan["status"], "orphaned", "{orphan}");
     // Outside, /proc shows us too.
     let o = find(&listed(&ns, &[]), &ns.host_name("held")).clone();
     assert!(o["open_by"].as_array().unwrap().contains(&me.into()), "{o}");

@@ -55,7 +55,8 @@ fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> Result<T, Errno> {
 /// planted FIFO open at once instead of blocking (a `RDONLY` open of a FIFO
 /// waits for a writer; `RDWR` would not, on Linux); the `fstat` then
 /// refuses it. It also makes an object whose owner holds a lease on it
-/// (`F_SETLEASE`) fail with `EAGAIN` at once, where a blocking open waits
+/// (`F_SETLEASE`) fail with `EAGAIN` after about 1.5 ms (the retries wait
+/// out the momentary lease of `lifecycle::inspect`), where a blocking open waits
 /// until the lease is given up or the lease-break time (45 s by default)
 /// passes: so it stays for `RDWR` too, and with it the `fcntl` that clears
 /// it (the `nonblocking_open_defuses_fifos_and_leases` hazard test).
@@ -89,10 +90,21 @@ pub(crate) fn open(path: &ShmPath, flags: OFlags, mode: Mode) -> Result<OwnedFd,
         }
     }
     let mode = rfs::Mode::from_raw_mode(mode.bits());
-    let fd = retry(|| rfs::open(path.as_c_str(), oflags, mode)).map_err(|e| {
-        // A directory is not a shared memory object.
-        if e == Errno::ISDIR { Errno::INVAL } else { e }
-    })?;
+    let mut waits = 0;
+    let fd = loop {
+        match retry(|| rfs::open(path.as_c_str(), oflags, mode)) {
+            // A lease held for a moment (`shmgate ls` and `rm --orphaned`
+            // take one on an object nobody has open, and drop it at once)
+            // is waited out, for about 1.5 ms at most.
+            Err(Errno::AGAIN) if waits < LEASE_WAITS => {
+                waits += 1;
+                std::thread::sleep(std::time::Duration::from_micros(50 << waits));
+            }
+            // A directory is not a shared memory object.
+            Err(Errno::ISDIR) => return Err(Errno::INVAL),
+            other => break other?,
+        }
+    };
     if created_new {
         return Ok(fd);
     }
@@ -105,6 +117,12 @@ pub(crate) fn open(path: &ShmPath, flags: OFlags, mode: Mode) -> Result<OwnedFd,
     rfs::fcntl_setfl(&fd, rfs::OFlags::empty()).map_err(errno)?;
     Ok(fd)
 }
+
+/// How many times [`open`] retries an `EAGAIN` (a lease on the object,
+/// which `O_NONBLOCK` refuses instead of waiting for), sleeping 100, 200,
+/// 400 and 800 µs in between: enough for the lease of an inspection
+/// (`lifecycle::inspect`), far below a real lease-break time (45 s).
+const LEASE_WAITS: u32 = 4;
 
 /// `unlink("/dev/shm/<name>")`: no descriptor involved, as for [`open`]. `EPERM` becomes `EACCES` (what POSIX
 /// specifies for `shm_unlink`; Linux says `EPERM` in a sticky directory) and

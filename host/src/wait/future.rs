@@ -120,7 +120,7 @@ impl Op {
     }
 
     /// The stored result, for tests.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "wasmtime"))]
     pub(crate) fn stored(&self) -> Option<Res> {
         self.state.lock().unwrap().res
     }

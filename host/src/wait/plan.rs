@@ -156,13 +156,12 @@ where
     }
 
     /// The result the caller sees: a word on a page a peer cut off was not
-    /// the segment's (`ENXIO`). The kernel reports such a word as `EFAULT`
-    /// (it does not raise the signal that revokes the mapping): touch it
-    /// from user space so the handler does, then look.
+    /// the segment's (`ENXIO`). The kernel does not raise the signal that
+    /// revokes the mapping (a shrink leaves a sleeping waiter asleep, and a
+    /// later futex call on the word says `EFAULT`), so touch the word from
+    /// user space: if its page is gone, the handler revokes the mapping.
     pub(crate) fn finish(&self, r: Result<(), Errno>) -> Result<(), Errno> {
-        if r == Err(Errno::FAULT)
-            && let Ok(w) = self.word()
-        {
+        if let Ok(w) = self.word() {
             w.load(Ordering::SeqCst);
         }
         if self.page.intact() {

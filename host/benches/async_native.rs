@@ -123,11 +123,11 @@ fn throughput() {
     let (_seg, map) = segment("tput", 1 << 20);
     let region = 0..map.len();
     let slot = ring::Geometry::slot_size_for(MSG);
-    let producer = |map: &Mapping| {
-        let mut tx = ring::Producer::create(map, region.clone(), slot).unwrap();
+    fn producer(map: &Mapping, region: std::ops::Range<usize>, slot: usize) -> ring::Producer<'_> {
+        let mut tx = ring::Producer::create(map, region, slot).unwrap();
         tx.set_wait_mode(NO_SPIN);
         tx
-    };
+    }
     let send_all = |mut tx: ring::Producer<'_>| {
         let mut m = [0x5au8; MSG];
         for i in 0..COUNT {
@@ -139,7 +139,7 @@ fn throughput() {
     let mut rates = Vec::new();
     for round in 0..2 {
         // Sync consumer.
-        let tx = producer(&map);
+        let tx = producer(&map, region.clone(), slot);
         let mut rx = ring::Consumer::attach(&map, region.clone()).unwrap();
         rx.set_wait_mode(NO_SPIN);
         let t = Instant::now();
@@ -154,7 +154,7 @@ fn throughput() {
         });
         let sync = COUNT as f64 / t.elapsed().as_secs_f64();
         // Async consumer, current-thread runtime.
-        let tx = producer(&map);
+        let tx = producer(&map, region.clone(), slot);
         let mut rx = ring::AsyncConsumer::attach(Arc::clone(&map), region.clone()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -227,7 +227,7 @@ fn latency() {
         std::thread::scope(|s| {
             s.spawn(|| send_timed(tx));
             asy = rt
-                .block_on(tokio::spawn(async move {
+                .block_on(rt.spawn(async move {
                     let mut h = Histogram::<u64>::new(3).unwrap();
                     let mut buf = [0; 8];
                     while rx.recv(&mut buf).await.unwrap().is_some() {

@@ -202,7 +202,7 @@ fn main() {
         let hi = lo * 2;
         let n = all.count_between(lo * 1000, hi * 1000 - 1);
         if n > 0 {
-            let bar = "#".repeat(((n as f64 / all.len() as f64) * 50.0).ceil() as usize);
+            let bar = "#".repeat(usize::try_from((n * 50).div_ceil(all.len())).unwrap_or(50));
             println!("  {lo:>6}-{:<6} {n:>8} {bar}", hi - 1);
         }
         lo = hi;

@@ -229,7 +229,7 @@ fn dropped_futures_lose_nothing_and_leave_no_waiter() {
                 let msg = i.to_le_bytes();
                 let r = {
                     let mut fut = pin!(tx.send(&msg));
-                    if tries % 5 == 0 {
+                    if tries.is_multiple_of(5) {
                         Poll::Ready(futures::executor::block_on(fut))
                     } else {
                         poll_once(fut.as_mut())
@@ -245,7 +245,7 @@ fn dropped_futures_lose_nothing_and_leave_no_waiter() {
                         std::thread::yield_now();
                     }
                 }
-                if i % 4096 == 0 {
+                if i.is_multiple_of(4096) {
                     std::thread::sleep(Duration::from_micros(200));
                 }
             }
@@ -258,7 +258,7 @@ fn dropped_futures_lose_nothing_and_leave_no_waiter() {
             tries += 1;
             let r = {
                 let mut fut = pin!(rx.recv(&mut buf));
-                if tries % 7 == 0 {
+                if tries.is_multiple_of(7) {
                     Poll::Ready(futures::executor::block_on(fut))
                 } else {
                     poll_once(fut.as_mut())
@@ -273,7 +273,7 @@ fn dropped_futures_lose_nothing_and_leave_no_waiter() {
                 Poll::Ready(other) => panic!("{other:?}"),
                 Poll::Pending => {
                     dropped.fetch_add(1, Ordering::Relaxed);
-                    if tries % 3 == 0 {
+                    if tries.is_multiple_of(3) {
                         std::thread::yield_now();
                     }
                 }

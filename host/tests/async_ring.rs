@@ -298,6 +298,53 @@ fn dropped_futures_lose_nothing_and_leave_no_waiter() {
     }
 }
 
+/// A `recv` on an empty ring and a `send` on a full one, each polled once
+/// (so its kernel wait is armed) and dropped with nothing else happening:
+/// their kernel waits are gone (nothing would ever wake them otherwise:
+/// the async ends have no nap), and the ring still works after.
+#[test]
+fn a_dropped_idle_future_leaves_no_waiter() {
+    let (_seg, map) = segment("idle-drop", 64 << 10);
+    let mut tx = ring::AsyncProducer::create(Arc::clone(&map), REGION, 16).unwrap();
+    let mut rx = ring::AsyncConsumer::attach(Arc::clone(&map), REGION).unwrap();
+    let settle = |what: &str| {
+        for _ in 0..60_000 {
+            if pending_async_waits() == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("{what}: a kernel wait was left behind");
+    };
+    let mut buf = [0; 12];
+    {
+        let fut = pin!(rx.recv(&mut buf));
+        assert!(poll_once(fut).is_pending());
+    }
+    settle("recv");
+    assert_eq!(notify(&map, 192, u32::MAX).unwrap(), 0);
+    let slots = tx.geometry().slots();
+    for i in 0..u64::from(slots) {
+        futures::executor::block_on(tx.send(&i.to_le_bytes())).unwrap();
+    }
+    {
+        let fut = pin!(tx.send(b"one more"));
+        assert!(poll_once(fut).is_pending());
+    }
+    settle("send");
+    assert_eq!(notify(&map, 256, u32::MAX).unwrap(), 0);
+    // Nothing was lost or added: exactly the ring's worth arrives.
+    tx.close().unwrap();
+    let mut n = 0;
+    while futures::executor::block_on(rx.recv(&mut buf))
+        .unwrap()
+        .is_some()
+    {
+        n += 1;
+    }
+    assert_eq!(n, slots);
+}
+
 /// The async ends' futures are `Send` (spawnable on a multi-thread
 /// runtime), and the ends are `Send`.
 #[test]

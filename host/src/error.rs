@@ -36,6 +36,11 @@ pub enum Op {
     /// [`Segment::identity`](crate::Segment::identity) and the checks of
     /// [`lifecycle`](crate::lifecycle).
     Check,
+    /// [`wait::wait32`](crate::wait::wait32) and
+    /// [`wait::wait32_async`](crate::wait::wait32_async).
+    Wait,
+    /// [`wait::notify`](crate::wait::notify).
+    Notify,
 }
 
 impl Op {
@@ -54,6 +59,8 @@ impl Op {
             Op::Send => "send",
             Op::Recv => "recv",
             Op::Check => "check",
+            Op::Wait => "wait32",
+            Op::Notify => "notify",
         }
     }
 }

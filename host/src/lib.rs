@@ -54,6 +54,7 @@ pub mod mapping;
 pub mod ring;
 mod segment;
 mod sys;
+pub mod wait;
 #[cfg(feature = "wasmtime")]
 pub mod wasm;
 

@@ -86,6 +86,11 @@ impl Mapping {
         self.guarded.raw()
     }
 
+    /// The registered mapping, for [`wait`](crate::wait).
+    pub(crate) fn guarded(&self) -> &GuardedMapping {
+        &self.guarded
+    }
+
     /// Runs `access` on the mapping and tells whether it really reached the
     /// segment: `ENXIO` if the mapping was revoked before or during it (see
     /// the [module documentation](self)).

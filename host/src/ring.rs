@@ -38,6 +38,9 @@ pub use shmgate_core::ring::{DEFAULT_BATCH, Geometry, HEADER, WaitMode};
 
 use crate::{Errno, Error, Mapping, Op, sys};
 
+mod asynchronous;
+pub use asynchronous::{ASYNC_WAIT_MODE, AsyncConsumer, AsyncProducer};
+
 /// `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds: the clock for
 /// timestamps that travel in ring messages. Every process on the machine
 /// reads the same clock, and so do guests under `shmgate run`, whose WASI

@@ -4,6 +4,7 @@
 //! separate processes, sharing real `/dev/shm` segments with each other and
 //! with native code; `ls`, `rm` and `demo` on real `/dev/shm` entries.
 
+mod async_ring;
 mod c_guest;
 mod common;
 mod components;

@@ -323,7 +323,6 @@ pub(crate) fn page_size() -> usize {
     rustix::param::page_size()
 }
 
-#[cfg(feature = "wasmtime")]
 /// `futex(FUTEX_WAIT)` on a shared (not process-private) word, so waiters
 /// in other processes that map the same segment are woken too. `Ok(true)`
 /// when woken (or spuriously), `Ok(false)` on timeout; `EAGAIN` if the word
@@ -345,7 +344,6 @@ pub(crate) fn futex_wait(
     }
 }
 
-#[cfg(feature = "wasmtime")]
 /// `futex(FUTEX_WAKE)` on a shared word: wakes up to `count` waiters in any
 /// process; returns how many.
 pub(crate) fn futex_wake(word: &AtomicU32, count: u32) -> Result<usize, Errno> {
@@ -353,8 +351,8 @@ pub(crate) fn futex_wake(word: &AtomicU32, count: u32) -> Result<usize, Errno> {
     futex::wake(word, futex::Flags::empty(), count).map_err(errno)
 }
 
+pub(crate) mod fork;
 pub(crate) mod futex;
-#[cfg(feature = "wasmtime")]
 pub(crate) mod uring;
 pub(crate) mod window;
 

@@ -2,7 +2,7 @@
 //! `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN`, the three ring
 //! mappings, and a submission API that only accepts operations that make
 //! the kernel *read* our memory (`IORING_OP_FUTEX_WAITV`,
-//! `IORING_OP_LINK_TIMEOUT`, `IORING_OP_ASYNC_CANCEL`): nothing the kernel
+//! `IORING_OP_LINK_TIMEOUT`): nothing the kernel
 //! does for them can write into this process, so handing it an address that
 //! is no longer valid gives `EFAULT` in a completion, never memory
 //! corruption. That is what keeps [`Ring::push`] safe.
@@ -24,9 +24,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use rustix::io::Errno as RErrno;
 use rustix::io_uring::{
-    FutexWaitvFlags, IoringAsyncCancelFlags, IoringEnterFlags, IoringFeatureFlags, IoringOp,
-    IoringSetupFlags, IoringSqeFlags, IoringTimeoutFlags, io_uring_cqe, io_uring_params,
-    io_uring_ptr, io_uring_sqe, io_uring_user_data,
+    FutexWaitvFlags, IoringEnterFlags, IoringFeatureFlags, IoringOp, IoringSetupFlags,
+    IoringSqeFlags, IoringTimeoutFlags, io_uring_cqe, io_uring_params, io_uring_ptr, io_uring_sqe,
+    io_uring_user_data,
 };
 use rustix::mm::{MapFlags, ProtFlags};
 use shmgate_core::Errno;
@@ -71,12 +71,6 @@ pub(crate) enum Sqe {
     LinkTimeout {
         /// The timeout's address.
         timeout: *const rustix::time::Timespec,
-    },
-    /// `IORING_OP_ASYNC_CANCEL` of the entry submitted with `target` as
-    /// its user data.
-    Cancel {
-        /// The user data of the entry to cancel.
-        target: u64,
     },
 }
 
@@ -243,6 +237,11 @@ impl Ring {
         self.cq_ring.as_ref().unwrap_or(&self.sq_ring)
     }
 
+    /// Entries pushed and not yet taken by the kernel.
+    pub(crate) fn unsubmitted(&self) -> u32 {
+        self.unsubmitted
+    }
+
     /// How many entries the submission queue has room for.
     pub(crate) fn space(&self) -> Result<u32, Errno> {
         let (head, tail) = self.sq_head_tail()?;
@@ -293,12 +292,6 @@ impl Ring {
                 sqe.addr_or_splice_off_in.addr = io_uring_ptr::new(timeout.cast_mut().cast());
                 sqe.len.len = 1;
                 sqe.op_flags.timeout_flags = IoringTimeoutFlags::empty();
-            }
-            Sqe::Cancel { target } => {
-                sqe.opcode = IoringOp::AsyncCancel;
-                sqe.fd = -1;
-                sqe.addr_or_splice_off_in.user_data = io_uring_user_data::from_u64(target);
-                sqe.op_flags.cancel_flags = IoringAsyncCancelFlags::empty();
             }
         }
         let index = tail & self.sq_mask;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use crate::sys::window::memory::MemoryWindows;
 use crate::sys::window::wait::wake_private;
 use crate::sys::{self};
 
-use super::wait::{WaitFuture, WaitPlan};
+use crate::wait::{WaitFuture, WaitPlan};
 use crate::{Segment, unlink};
 
 /// Window offsets and lengths are multiples of the wasm page size.
@@ -75,13 +75,8 @@ impl WindowRec {
     }
 }
 
-/// A store's interrupt: a flag, and a private futex word that `wait32`
-/// sleeps on beside the shared one, so an interrupt wakes it at once.
-#[derive(Debug, Default)]
-pub(crate) struct Interrupt {
-    pub(crate) flag: AtomicBool,
-    pub(crate) seq: AtomicU32,
-}
+/// A store's interrupt (`crate::wait`'s: waits sleep on its word).
+pub(crate) use crate::wait::Interrupt;
 
 /// What `map` needs after its checks: the window length and access.
 #[derive(Debug, Clone, Copy)]

@@ -59,7 +59,6 @@ pub mod component;
 mod ctx;
 mod policy;
 mod share;
-mod wait;
 
 use std::mem::MaybeUninit;
 use std::sync::Arc;
@@ -68,10 +67,10 @@ use shmgate_core::Errno;
 use wasmtime::{Caller, Config, Linker};
 
 pub use crate::sys::window::ShmMemoryCreator;
+pub use crate::wait::{AsyncWaitEngine, async_wait_engine, pending_async_waits};
 pub use ctx::{ShmCtx, WaitInterrupt};
 pub use policy::{DEFAULT_MAX_WINDOWS, HANDLES_LIMIT, ShmPolicy, ShmPolicyBuilder};
 pub use share::{ShareError, check_waits, share_memory};
-pub use wait::{AsyncWaitEngine, async_wait_engine, pending_async_waits};
 
 use crate::sys::window::guest::{GuestMemory, NAME_COPY_MAX, range_and_data};
 

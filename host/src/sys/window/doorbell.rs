@@ -1,6 +1,6 @@
 //! The async wait engine's request queue and doorbell: how tasks hand
-//! waits and cancels to the io_uring reactor thread without a lost
-//! request (`host/src/wasm/wait.rs`). It lives beside the registry's
+//! waits to the io_uring reactor thread without a lost
+//! request (`host/src/wait/reactor.rs`). It lives beside the registry's
 //! record protocol so that the same file is model-checked with loom
 //! (`host/loom-model`, `--cfg shmgate_loom`).
 //!

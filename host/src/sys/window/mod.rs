@@ -27,7 +27,6 @@
 //! raw pointers: no Rust reference is ever formed over bytes another
 //! process can change.
 
-#[cfg(feature = "wasmtime")]
 pub(crate) mod doorbell;
 pub(crate) mod guarded;
 #[cfg(feature = "wasmtime")]
@@ -40,7 +39,6 @@ pub(crate) mod record;
 pub(crate) mod registry;
 pub(crate) mod signals;
 mod sync;
-#[cfg(feature = "wasmtime")]
 pub(crate) mod wait;
 
 #[cfg(feature = "wasmtime")]

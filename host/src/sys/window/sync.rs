@@ -13,9 +13,9 @@ pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering,
 
 #[cfg(not(shmgate_loom))]
 pub(crate) use std::hint::spin_loop;
-#[cfg(all(not(shmgate_loom), feature = "wasmtime"))]
+#[cfg(not(shmgate_loom))]
 pub(crate) use std::sync::Mutex;
-#[cfg(all(not(shmgate_loom), feature = "wasmtime"))]
+#[cfg(not(shmgate_loom))]
 pub(crate) use std::sync::atomic::AtomicU32;
 #[cfg(not(shmgate_loom))]
 pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};

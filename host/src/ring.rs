@@ -59,7 +59,6 @@ struct Region<'a> {
     map: &'a Mapping,
     base: usize,
     len: usize,
-    head: &'a AtomicU32,
     tail: &'a AtomicU32,
     consumer_asleep: &'a AtomicU32,
     producer_asleep: &'a AtomicU32,
@@ -76,7 +75,6 @@ impl<'a> Region<'a> {
             map,
             base: range.start,
             len,
-            head: word(proto::HEAD)?,
             tail: word(proto::TAIL)?,
             consumer_asleep: word(proto::CONSUMER_ASLEEP)?,
             producer_asleep: word(proto::PRODUCER_ASLEEP)?,
@@ -87,7 +85,6 @@ impl<'a> Region<'a> {
     #[inline]
     fn word(&self, offset: usize) -> Result<&'a AtomicU32, Errno> {
         Ok(match offset {
-            proto::HEAD => self.head,
             proto::TAIL => self.tail,
             proto::CONSUMER_ASLEEP => self.consumer_asleep,
             proto::PRODUCER_ASLEEP => self.producer_asleep,

@@ -36,6 +36,7 @@ use std::time::Duration;
 use shmgate_core::ring::{self as proto, RingMemory};
 pub use shmgate_core::ring::{DEFAULT_BATCH, Geometry, HEADER, WaitMode};
 
+use crate::sys::RawMapping;
 use crate::{Errno, Error, Mapping, Op, sys};
 
 /// `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds: the clock for
@@ -54,9 +55,19 @@ pub fn monotonic_ns() -> u64 {
 
 /// The ring's region of a [`Mapping`], with its control words looked up
 /// once.
+///
+/// The per-message accesses (a slot's `seq`, length and payload) go to the
+/// raw mapping, bounds-checked but without the revocation check that
+/// [`Mapping`]'s own accessors make around each access (a registry lookup
+/// each, five per message). The ring checks revocation once per message
+/// instead, where it matters: before a `seq` store publishes a slot (so a
+/// message written into pages a peer's shrink diverted is never published)
+/// and after a payload is read (so one read from diverted pages is an
+/// `ENXIO`, not a message), and before every sleep.
 #[derive(Debug)]
 struct Region<'a> {
     map: &'a Mapping,
+    raw: &'a RawMapping,
     base: usize,
     len: usize,
     tail: &'a AtomicU32,
@@ -73,6 +84,7 @@ impl<'a> Region<'a> {
         let word = |offset: usize| map.atomic_u32(range.start + offset).map_err(|e| e.errno());
         Ok(Region {
             map,
+            raw: map.unchecked(),
             base: range.start,
             len,
             tail: word(proto::TAIL)?,
@@ -88,14 +100,7 @@ impl<'a> Region<'a> {
             proto::TAIL => self.tail,
             proto::CONSUMER_ASLEEP => self.consumer_asleep,
             proto::PRODUCER_ASLEEP => self.producer_asleep,
-            _ => {
-                if offset.checked_add(4).is_none_or(|end| end > self.len) {
-                    return Err(Errno::INVAL);
-                }
-                self.map
-                    .atomic_u32(self.base + offset)
-                    .map_err(|e| e.errno())?
-            }
+            _ => self.raw.atomic_u32(self.check(offset, 4)?)?,
         })
     }
 
@@ -105,6 +110,16 @@ impl<'a> Region<'a> {
         match offset.checked_add(n) {
             Some(end) if end <= self.len => Ok(self.base + offset),
             _ => Err(Errno::INVAL),
+        }
+    }
+
+    /// `ENXIO` once the mapping is revoked (see [`Mapping::is_revoked`]).
+    #[inline]
+    fn intact(&self) -> Result<(), Errno> {
+        if self.map.is_revoked() {
+            Err(Errno::NXIO)
+        } else {
+            Ok(())
         }
     }
 }
@@ -121,7 +136,13 @@ impl RingMemory for Region<'_> {
 
     #[inline]
     fn store(&self, offset: usize, value: u32, order: Ordering) -> Result<(), Errno> {
-        self.word(offset)?.store(value, order);
+        let word = self.word(offset)?;
+        if order != Ordering::Relaxed {
+            // A publishing store (a slot's `seq`, `closed`, `tail`, the
+            // magic): what it publishes reached the segment.
+            self.intact()?;
+        }
+        word.store(value, order);
         Ok(())
     }
 
@@ -132,17 +153,18 @@ impl RingMemory for Region<'_> {
 
     #[inline]
     fn write(&self, offset: usize, bytes: &[u8]) -> Result<(), Errno> {
-        let at = self.check(offset, bytes.len())?;
-        self.map.write_at(at, bytes).map_err(|e| e.errno())
+        // Checked for revocation by the `seq` store that publishes it.
+        self.raw.copy_in(self.check(offset, bytes.len())?, bytes)
     }
 
     #[inline]
     fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), Errno> {
-        let at = self.check(offset, buf.len())?;
-        self.map.read_at(at, buf).map_err(|e| e.errno())
+        self.raw.copy_out(self.check(offset, buf.len())?, buf)?;
+        self.intact()
     }
 
     fn wait(&self, offset: usize, expected: u32, timeout: Option<Duration>) -> Result<(), Errno> {
+        self.intact()?;
         sys::futex::wait(self.word(offset)?, expected, timeout)
     }
 

@@ -333,9 +333,9 @@ impl Drop for Segment {
 /// natively), so a timestamp written into a ring message by one end gives
 /// the other end the message's one-way latency, whichever host runs it.
 ///
-/// One host call with no arguments that touches no guest memory: about a
-/// quarter of WASI's `clock_time_get` ([`monotonic_ns`]), see
-/// `docs/ABI.md`.
+/// One host call with no arguments that touches no guest memory: as cheap
+/// as a native `clock_gettime`, where WASI's `clock_time_get`
+/// ([`monotonic_ns`]) costs about five times that (see `docs/ABI.md`).
 ///
 /// # Errors
 ///
@@ -353,7 +353,7 @@ pub fn clock_monotonic() -> Result<u64, Errno> {
 /// so a timestamp written into a ring message by one end gives the other
 /// end the message's one-way latency. Other hosts may start the clock
 /// anywhere: compare only readings of one host then. [`clock_monotonic`]
-/// reads the host's clock whatever the host's WASI setup, for a quarter of
+/// reads the host's clock whatever the host's WASI setup, for a fifth of
 /// the cost.
 ///
 /// # Errors

@@ -357,6 +357,24 @@ mod tests {
     }
 
     #[test]
+    fn a_shrunk_segment_is_an_error_not_a_message() {
+        let seg = segment("shrunk", 64 << 10);
+        let map = seg.map().unwrap();
+        let mut tx = Producer::create(&map, 0..64 << 10, 16).unwrap();
+        let mut rx = Consumer::attach(&map, 0..64 << 10).unwrap();
+        tx.set_batch(1);
+        tx.send(b"before").unwrap();
+        let mut buf = [0; 8];
+        assert_eq!(rx.recv(&mut buf).unwrap(), Some(6));
+        // A peer cuts the slots off: the header page stays.
+        seg.set_len(HEADER as u64).unwrap();
+        // The payload lands in diverted pages: never published.
+        assert_eq!(tx.send(b"after").unwrap_err().errno(), Errno::NXIO);
+        assert_eq!(rx.recv(&mut buf).unwrap_err().errno(), Errno::NXIO);
+        assert!(map.is_revoked());
+    }
+
+    #[test]
     fn threads_stream_in_order_in_every_wait_mode() {
         let seg = segment("threads", 64 << 10);
         let map = seg.map().unwrap();

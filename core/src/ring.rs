@@ -11,65 +11,78 @@
 //!
 //! | offset | field |
 //! |---|---|
-//! | 0 | magic `SGR1` |
+//! | 0 | magic `SGR2` (version 2 of the layout; version 1, `SGR1`, kept a `head` word) |
 //! | 4 | number of slots (a power of two) |
 //! | 8 | slot size in bytes (a multiple of 8, at least 16) |
-//! | 64 | `head`: messages published (wrapping `u32`) |
+//! | 64 | reserved (version 1's `head`; version 2 publishes in the slots) |
 //! | 128 | `tail`: messages consumed and handed back |
 //! | 192 | consumer asleep (1) or not (0); the consumer's futex word |
 //! | 256 | producer asleep; the producer's futex word |
 //! | 320 | closed by the producer |
 //! | 384 | a consumer has attached (futex word of `wait_for_consumer`) |
-//! | 4096 | the slots: a `u32` length (little-endian), then the payload |
+//! | 4096 | the slots |
+//!
+//! A slot is a `u32` sequence word (`seq`, at [`SEQ_AT`]), a `u32` length
+//! (little-endian, at [`LEN_AT`]), then the payload (at [`LEN_PREFIX`]).
+//! Message `i` (a free-running `u32` count) goes to slot `i mod slots`, and
+//! its `seq` reads `i + 1` (wrapping) once it is there: the consumer learns
+//! that a message arrived from the very cache line that holds it, so a
+//! message of up to 56 bytes in a 64-byte slot ([`Geometry::slot_size_for`])
+//! crosses between the two ends in one cache line.
 //!
 //! Each control word has a 64-byte cache line of its own, so the producer
-//! (writing `head`) and the consumer (writing `tail`) never write the same
-//! line.
+//! and the consumer (writing `tail`) never write the same line.
 //!
 //! # The protocol and its invariants
 //!
-//! Indices are free-running `u32` message counts; slot `i` is
-//! `i mod slots`. Writers: only the producer writes `head`, `closed` and
-//! the slots; only the consumer writes `tail` and `attached`; each side sets
-//! its own asleep word to 1 and either side may reset it to 0.
+//! Indices are free-running `u32` message counts (`head`: sent, `tail`:
+//! consumed); slot `i` is `i mod slots`. Writers: only the producer writes
+//! `closed` and the slots (their `seq`, length and payload); only the
+//! consumer writes `tail` and `attached`; each side sets its own asleep
+//! word to 1 and either side may reset it to 0. [`Producer::create`] zeroes
+//! every `seq` before it stores the magic.
 //!
 //! 1. **Bounds.** `0 <= head - tail <= slots` (wrapping), because the
 //!    producer fills slot `h` only after seeing `tail > h - slots`, and the
-//!    consumer reads slot `t` only after seeing `head > t`.
+//!    consumer reads slot `t` only after seeing its `seq` read `t + 1`.
 //! 2. **Publication.** The producer writes a slot's length and payload,
-//!    then stores `head` with `Release`; the consumer loads `head` with
-//!    `Acquire` before reading the slot. So a published message is complete.
-//!    Symmetrically the consumer reads a slot before storing `tail`
+//!    then stores its `seq` (`i + 1` for message `i`) with `Release`; the
+//!    consumer loads the `seq` of slot `t` with `Acquire` and reads the slot
+//!    only if it reads `t + 1`. So a message is complete when seen. The
+//!    value is unambiguous: the slot held message `t - slots` before (`seq`
+//!    `t - slots + 1`, a different value since `slots < 2^32`), or, on the
+//!    first lap, the zero `create` stored, which is `t + 1` for no first-lap
+//!    `t`. Symmetrically the consumer reads a slot before storing `tail`
 //!    (`Release`), and the producer loads `tail` (`Acquire`) before reusing
 //!    it. No message is read before it is written, or overwritten before it
 //!    is read: none is lost or duplicated.
-//! 3. **Batching.** [`Producer::send`] fills slots and publishes `head` only
-//!    per batch ([`Producer::set_batch`]), when the ring is full (before it
-//!    waits), when it sees the consumer asleep, on [`Producer::flush`] and
-//!    on [`Producer::close`]. The consumer hands `tail` back fully (store,
-//!    fence, wake-up check) every [`TAIL_BATCH`] messages and always before
-//!    it can sleep; when it has drained what it saw it also stores `tail`
-//!    early, without the fence and the check, which only lets the producer
-//!    see room sooner. So after `flush` or `close` every sent
-//!    message is published, and a side never sleeps while the other holds
-//!    work that it has not published.
+//! 3. **Batching.** Every message is visible at once (its `seq`), but
+//!    [`Producer::send`] *publishes* (full fence, then the wake-up check of
+//!    4) only per batch ([`Producer::set_batch`]), when the ring is full
+//!    (before it waits), when it sees the consumer asleep, on
+//!    [`Producer::flush`] and on [`Producer::close`]. The consumer hands
+//!    `tail` back (store, fence, wake-up check) every [`TAIL_BATCH`]
+//!    messages (or half the ring, if less) and always before it waits. So after `flush` or `close`
+//!    every sent message is published, and a side never sleeps past the
+//!    other's next publication while the other holds work for it.
 //! 4. **No lost wake-up.** A side that found nothing to do sleeps like
-//!    this: store 1 to its asleep word, full fence, load the other side's
-//!    index again, and only if it is unchanged `futex_wait(asleep, 1)`. The
-//!    other side, after publishing (store, full fence), loads the asleep
-//!    word and, if it is 1, stores 0 to it and `futex_wake`s it. The two
-//!    fences are ordered one way or the other: either the sleeper's re-load
-//!    sees the new index, or the waker's load sees the 1 and wakes. The
-//!    sleeper waits on its *asleep* word, which every waker changes before
-//!    waking, so a wake-up that lands before the sleeper is in the kernel
-//!    makes `futex_wait` return at once (the value is no longer 1): nothing
-//!    is lost between the check and the sleep, whatever the reason for the
-//!    wake-up (a new `head`, `closed`, a new `tail`). Spurious wake-ups are
-//!    harmless: the sleeper looks again.
+//!    this: store 1 to its asleep word, full fence, load the word it waits
+//!    on again (the consumer: the next slot's `seq`; the producer: `tail`),
+//!    and only if it is unchanged `futex_wait(asleep, 1)`. The other side,
+//!    after publishing (store, full fence), loads the asleep word and, if it
+//!    is 1, stores 0 to it and `futex_wake`s it. The two fences are ordered
+//!    one way or the other: either the sleeper's re-load sees the new value,
+//!    or the waker's load sees the 1 and wakes. The sleeper waits on its
+//!    *asleep* word, which every waker changes before waking, so a wake-up
+//!    that lands before the sleeper is in the kernel makes `futex_wait`
+//!    return at once (the value is no longer 1): nothing is lost between
+//!    the check and the sleep, whatever the reason for the wake-up (a new
+//!    message, `closed`, a new `tail`). Spurious wake-ups are harmless: the
+//!    sleeper looks again.
 //! 5. **End.** `close` publishes, stores `closed` (`Release`), fences, and
 //!    wakes the consumer as in 4. The consumer reports the end only after
-//!    seeing `closed` and then `head == tail`, so the end comes after the
-//!    last message.
+//!    seeing `closed` and then the next slot's `seq` still not `tail + 1`,
+//!    so the end comes after the last message.
 //!
 //! The fences are `SeqCst` fences (not `SeqCst` accesses) so that the model
 //! checker can check them: `RUSTFLAGS="--cfg shmgate_loom" cargo test -p
@@ -86,7 +99,9 @@
 //! let g = Geometry::fit(64 << 10, Geometry::slot_size_for(64))?;
 //! assert_eq!((g.slots(), g.slot_size()), (512, 72));
 //! assert_eq!(g.slot_offset(513), HEADER + 72);
-//! assert_eq!(g.max_message(), 68);
+//! assert_eq!(g.max_message(), 64);
+//! // Messages of up to 56 bytes: one 64-byte slot, one cache line each.
+//! assert_eq!(Geometry::slot_size_for(56), 64);
 //! # Ok::<(), shmgate_core::Errno>(())
 //! ```
 
@@ -96,14 +111,19 @@ use core::time::Duration;
 use crate::Errno;
 
 /// The magic at offset 0: the ring's header is valid once it reads so.
-pub const MAGIC: u32 = u32::from_le_bytes(*b"SGR1");
+/// `SGR2`: the layout with a `seq` word in each slot (version 1, `SGR1`,
+/// published a `head` word instead; the two do not interoperate, and a
+/// consumer refuses a magic it does not know).
+pub const MAGIC: u32 = u32::from_le_bytes(*b"SGR2");
 /// Offset of the magic.
 pub const MAGIC_AT: usize = 0;
 /// Offset of the number of slots.
 pub const SLOTS: usize = 4;
 /// Offset of the slot size.
 pub const SLOT_SIZE: usize = 8;
-/// Offset of `head`, the count of published messages.
+/// Offset of version 1's `head` word, reserved in version 2 (messages are
+/// published by the `seq` word of their slot, see [`SEQ_AT`]); nothing
+/// reads or writes it.
 pub const HEAD: usize = 64;
 /// Offset of `tail`, the count of consumed messages.
 pub const TAIL: usize = 128;
@@ -117,9 +137,15 @@ pub const CLOSED: usize = 320;
 pub const ATTACHED: usize = 384;
 /// Where the slots start.
 pub const HEADER: usize = 4096;
-/// Bytes of length before each slot's payload.
-pub const LEN_PREFIX: usize = 4;
-/// The consumer hands `tail` back at least this often.
+/// Offset in a slot of its `seq` word: `i + 1` (wrapping) once message `i`
+/// is in it.
+pub const SEQ_AT: usize = 0;
+/// Offset in a slot of the message's length (a little-endian `u32`).
+pub const LEN_AT: usize = 4;
+/// Bytes before each slot's payload: `seq` and length.
+pub const LEN_PREFIX: usize = 8;
+/// The consumer hands `tail` back at least this often (and at least every
+/// half ring).
 pub const TAIL_BATCH: u32 = 64;
 /// The producer's default batch (see [`Producer::set_batch`]).
 pub const DEFAULT_BATCH: u32 = 64;
@@ -168,11 +194,19 @@ impl Geometry {
         Geometry::new(slots, slot_size, region_len)
     }
 
-    /// The slot size that holds messages of up to `max_message` bytes.
+    /// The slot size that holds messages of up to `max_message` bytes: a
+    /// power of two up to 64 bytes (16, 32 or 64, so that no slot straddles
+    /// two cache lines: a message of up to 56 bytes moves in one), a
+    /// multiple of 8 above.
     pub const fn slot_size_for(max_message: usize) -> usize {
         let n = max_message + LEN_PREFIX;
-        let n = n.div_ceil(8) * 8;
-        if n < 16 { 16 } else { n }
+        if n <= 16 {
+            16
+        } else if n <= 64 {
+            n.next_power_of_two()
+        } else {
+            n.div_ceil(8) * 8
+        }
     }
 
     /// The region a ring of this geometry needs, header included.
@@ -359,9 +393,9 @@ fn read_geometry<M: RingMemory>(mem: &M) -> Result<Geometry, Errno> {
 pub struct Producer<M: RingMemory> {
     mem: M,
     geometry: Geometry,
-    /// Messages written into slots.
+    /// Messages written into slots (each visible by its `seq`).
     head: u32,
-    /// The `head` last stored (published).
+    /// `head` at the last publication (fence and wake-up check).
     published: u32,
     /// The consumer's `tail` as last read: re-read only when the ring looks
     /// full, so the consumer's cache line is not pulled over per message.
@@ -390,6 +424,11 @@ impl<M: RingMemory> Producer<M> {
             ATTACHED,
         ] {
             mem.store(offset, 0, Ordering::Relaxed)?;
+        }
+        // A `seq` left from an earlier ring in this memory could read as a
+        // message of this one (invariant 2).
+        for i in 0..geometry.slots {
+            mem.store(geometry.slot_offset(i) + SEQ_AT, 0, Ordering::Relaxed)?;
         }
         mem.store(SLOTS, geometry.slots, Ordering::Relaxed)?;
         mem.store(SLOT_SIZE, geometry.slot_size, Ordering::Relaxed)?;
@@ -505,10 +544,12 @@ impl<M: RingMemory> Producer<M> {
         let len32 = u32::try_from(len).map_err(|_| Errno::INVAL)?;
         // A plain copy, not an atomic store: a wasm atomic store is
         // sequentially consistent (a fence on x86) whatever the ordering
-        // asked for. The `head` store publishes it (invariant 2).
-        self.mem.write(slot, &len32.to_le_bytes())?;
+        // asked for. The `seq` store publishes it (invariant 2).
+        self.mem.write(slot + LEN_AT, &len32.to_le_bytes())?;
         fill(&self.mem, slot + LEN_PREFIX)?;
         self.head = self.head.wrapping_add(1);
+        self.mem
+            .store(slot + SEQ_AT, self.head, Ordering::Release)?;
         if self.head.wrapping_sub(self.published) >= self.batch
             || self.mem.load(CONSUMER_ASLEEP, Ordering::Relaxed)? != 0
         {
@@ -529,11 +570,12 @@ impl<M: RingMemory> Producer<M> {
         Ok(())
     }
 
+    /// The fence and wake-up check after the `seq` stores since the last
+    /// one (invariants 3 and 4).
     fn publish(&mut self) -> Result<(), Errno> {
         if self.published == self.head {
             return Ok(());
         }
-        self.mem.store(HEAD, self.head, Ordering::Release)?;
         self.published = self.head;
         self.mem.fence();
         wake_if_asleep(&self.mem, CONSUMER_ASLEEP)
@@ -582,8 +624,10 @@ pub struct Consumer<M: RingMemory> {
     tail: u32,
     /// The `tail` last stored (handed back).
     released: u32,
-    /// The producer's `head` as last read: re-read only when caught up.
-    head_seen: u32,
+    /// Hands `tail` back at least this often: [`TAIL_BATCH`], or half the
+    /// ring if that is less, so a producer never waits on a full ring that
+    /// a busy consumer has mostly drained.
+    release_every: u32,
     mode: WaitMode,
 }
 
@@ -604,7 +648,7 @@ impl<M: RingMemory> Consumer<M> {
             geometry,
             tail,
             released: tail,
-            head_seen: tail,
+            release_every: TAIL_BATCH.min(geometry.slots / 2).max(1),
             mode: WaitMode::default(),
         })
     }
@@ -664,54 +708,42 @@ impl<M: RingMemory> Consumer<M> {
         &mut self,
         take: impl FnOnce(&M, usize, usize) -> Result<R, Errno>,
     ) -> Result<Option<R>, Errno> {
-        if self.head_seen == self.tail && !self.wait_for_messages()? {
+        let slot = self.geometry.slot_offset(self.tail);
+        let seq = slot + SEQ_AT;
+        let want = self.tail.wrapping_add(1);
+        if self.mem.load(seq, Ordering::Acquire)? != want && !self.wait_for_message(seq, want)? {
             return Ok(None);
         }
-        let slot = self.geometry.slot_offset(self.tail);
-        let mut len = [0; LEN_PREFIX];
-        self.mem.read(slot, &mut len)?;
+        let mut len = [0; 4];
+        self.mem.read(slot + LEN_AT, &mut len)?;
         let len = u32::from_le_bytes(len) as usize;
         if len > self.geometry.max_message() {
             return Err(Errno::INVAL);
         }
         let r = take(&self.mem, slot + LEN_PREFIX, len)?;
-        self.tail = self.tail.wrapping_add(1);
-        if self.tail.wrapping_sub(self.released) >= TAIL_BATCH {
+        self.tail = want;
+        if self.tail.wrapping_sub(self.released) >= self.release_every {
             self.release()?;
-        } else if self.tail == self.head_seen {
-            // Caught up: hand the slots back early with a plain store, no
-            // fence and no wake-up check (off the latency path). A producer
-            // that sleeps meanwhile is woken by the full release, which
-            // comes every TAIL_BATCH messages and before we wait.
-            self.mem.store(TAIL, self.tail, Ordering::Release)?;
         }
         Ok(Some(r))
     }
 
-    /// Waits for `head` to move; `false` at the end of the stream.
+    /// Waits until the `seq` word at `seq` reads `want` (`true`), or the
+    /// stream ends (`false`).
     #[cold]
-    fn wait_for_messages(&mut self) -> Result<bool, Errno> {
+    fn wait_for_message(&mut self, seq: usize, want: u32) -> Result<bool, Errno> {
         // Hand every slot back before waiting (invariant 3).
         self.release()?;
-        let tail = self.tail;
-        let next = wait_until(&self.mem, self.mode, HEAD, CONSUMER_ASLEEP, |mem, head| {
-            if head != tail {
-                Ok(Some(Some(head)))
+        wait_until(&self.mem, self.mode, seq, CONSUMER_ASLEEP, |mem, seen| {
+            if seen == want {
+                Ok(Some(true))
             } else if mem.load(CLOSED, Ordering::Acquire)? != 0 {
-                // `closed` is stored after the last `head`: look again.
-                let head = mem.load(HEAD, Ordering::Acquire)?;
-                Ok(Some((head != tail).then_some(head)))
+                // `closed` is stored after the last `seq`: look again.
+                Ok(Some(mem.load(seq, Ordering::Acquire)? == want))
             } else {
                 Ok(None)
             }
-        })?;
-        match next {
-            Some(head) => {
-                self.head_seen = head;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        })
     }
 
     fn release(&mut self) -> Result<(), Errno> {
@@ -736,6 +768,7 @@ mod tests {
     struct Plain {
         bytes: RefCell<[u8; HEADER + 8 * 32]>,
         wakes: Cell<u32>,
+        fences: Cell<u32>,
     }
 
     impl Plain {
@@ -743,6 +776,7 @@ mod tests {
             Plain {
                 bytes: RefCell::new([0; HEADER + 8 * 32]),
                 wakes: Cell::new(0),
+                fences: Cell::new(0),
             }
         }
     }
@@ -759,7 +793,9 @@ mod tests {
         fn store(&self, offset: usize, value: u32, _: Ordering) -> Result<(), Errno> {
             self.write(offset, &value.to_le_bytes())
         }
-        fn fence(&self) {}
+        fn fence(&self) {
+            self.fences.set(self.fences.get() + 1);
+        }
         fn write(&self, offset: usize, bytes: &[u8]) -> Result<(), Errno> {
             let mut b = self.bytes.borrow_mut();
             let dst = b
@@ -786,6 +822,11 @@ mod tests {
     #[test]
     fn geometry_rules() {
         assert_eq!(Geometry::slot_size_for(1), 16);
+        assert_eq!(Geometry::slot_size_for(8), 16);
+        assert_eq!(Geometry::slot_size_for(9), 32);
+        assert_eq!(Geometry::slot_size_for(16), 32);
+        assert_eq!(Geometry::slot_size_for(56), 64);
+        assert_eq!(Geometry::slot_size_for(57), 72);
         assert_eq!(Geometry::slot_size_for(64), 72);
         assert_eq!(Geometry::new(3, 16, 1 << 20), Err(Errno::INVAL));
         assert_eq!(Geometry::new(4, 12, 1 << 20), Err(Errno::INVAL));
@@ -793,36 +834,49 @@ mod tests {
         assert_eq!(Geometry::fit(HEADER + 100, 16).map(|g| g.slots()), Ok(4));
         assert_eq!(Geometry::fit(HEADER, 16), Err(Errno::INVAL));
         let g = Geometry::new(4, 16, HEADER + 64).unwrap();
+        assert_eq!(g.max_message(), 8);
         assert_eq!(g.slot_offset(u32::MAX), HEADER + 3 * 16);
         assert!(g.is_full(3, u32::MAX)); // wrapping: 4 in flight
         assert!(!g.is_full(2, u32::MAX));
     }
 
+    /// The `seq` word of slot `index`.
+    fn seq(mem: &Plain, g: Geometry, index: u32) -> u32 {
+        mem.load(g.slot_offset(index) + SEQ_AT, Ordering::Relaxed)
+            .unwrap()
+    }
+
     #[test]
-    fn batches_publish_on_flush_and_close() {
+    fn messages_are_visible_at_once_and_published_per_batch() {
         let mem = Plain::new();
         let mut tx = Producer::create(&mem, 16).unwrap();
-        assert_eq!(tx.geometry().slots(), 16);
+        let g = tx.geometry();
+        assert_eq!(g.slots(), 16);
         tx.set_batch(4);
         let mut rx = Consumer::attach(&mem).unwrap();
         for i in 0..3u8 {
             tx.send(&[i; 3]).unwrap();
         }
-        // Not yet published: the consumer would have to wait.
-        assert_eq!((&mem).load(HEAD, Ordering::Relaxed), Ok(0));
+        // In the slots, each with its `seq`, but not yet published (no
+        // fence, no wake-up check).
+        assert_eq!(
+            [seq(&mem, g, 0), seq(&mem, g, 2), seq(&mem, g, 3)],
+            [1, 3, 0]
+        );
+        assert_eq!(mem.fences.get(), 0);
         tx.flush().unwrap();
-        assert_eq!((&mem).load(HEAD, Ordering::Relaxed), Ok(3));
-        let mut buf = [0; 12];
+        assert_eq!(mem.fences.get(), 1);
+        tx.flush().unwrap(); // nothing new: no fence
+        assert_eq!(mem.fences.get(), 1);
+        let mut buf = [0; 8];
         for i in 0..3u8 {
             assert_eq!(rx.recv(&mut buf), Ok(Some(3)));
             assert_eq!(buf[..3], [i; 3]);
         }
-        // Drained: `tail` is handed back at once.
-        assert_eq!((&mem).load(TAIL, Ordering::Relaxed), Ok(3));
         for i in 0..4u8 {
             tx.send(&[i]).unwrap();
         }
-        assert_eq!((&mem).load(HEAD, Ordering::Relaxed), Ok(7)); // a full batch
+        assert_eq!(mem.fences.get(), 2); // a full batch
         tx.send(b"last").unwrap();
         tx.close().unwrap();
         assert_eq!(tx.send(b"x"), Err(Errno::PIPE));
@@ -833,21 +887,38 @@ mod tests {
         assert_eq!(n, 5);
         assert_eq!(&buf[..4], b"last");
         assert_eq!(rx.recv(&mut buf), Ok(None));
+        // Waiting for the end handed every slot back.
+        assert_eq!((&mem).load(TAIL, Ordering::Relaxed), Ok(8));
+    }
+
+    #[test]
+    fn messages_wrap_around_the_ring() {
+        let mem = Plain::new();
+        let mut tx = Producer::create(&mem, 16).unwrap();
+        let slots = tx.geometry().slots();
+        let mut rx = Consumer::attach(&mem).unwrap();
+        let mut buf = [0; 8];
+        for i in 0..5 * slots {
+            tx.send(&i.to_le_bytes()).unwrap();
+            assert_eq!(rx.recv(&mut buf), Ok(Some(4)));
+            assert_eq!(buf[..4], i.to_le_bytes());
+        }
+        assert_eq!(seq(&mem, tx.geometry(), 0), 4 * slots + 1);
     }
 
     #[test]
     fn oversized_messages_and_buffers_are_refused() {
         let mem = Plain::new();
         let mut tx = Producer::create(&mem, 16).unwrap();
-        assert_eq!(tx.max_message(), 12);
-        assert_eq!(tx.send(&[0; 13]), Err(Errno::INVAL));
-        tx.send(&[7; 12]).unwrap();
+        assert_eq!(tx.max_message(), 8);
+        assert_eq!(tx.send(&[0; 9]), Err(Errno::INVAL));
+        tx.send(&[7; 8]).unwrap();
         tx.flush().unwrap();
         let mut rx = Consumer::attach(&mem).unwrap();
         let mut small = [0; 4];
         assert_eq!(rx.recv(&mut small), Err(Errno::INVAL));
-        let mut buf = [0; 12];
-        assert_eq!(rx.recv(&mut buf), Ok(Some(12))); // still queued
+        let mut buf = [0; 8];
+        assert_eq!(rx.recv(&mut buf), Ok(Some(8))); // still queued
     }
 
     #[test]
@@ -860,10 +931,11 @@ mod tests {
         for _ in 0..slots {
             tx.send(b"x").unwrap();
         }
+        assert_eq!(mem.fences.get(), 0);
         // The next send must publish, then wait (here: EBUSY from the
         // memory, since no consumer runs).
         assert_eq!(tx.send(b"x"), Err(Errno::BUSY));
-        assert_eq!((&mem).load(HEAD, Ordering::Relaxed), Ok(slots));
+        assert!(mem.fences.get() >= 1);
         assert_eq!((&mem).load(PRODUCER_ASLEEP, Ordering::Relaxed), Ok(1));
     }
 
@@ -873,8 +945,33 @@ mod tests {
         let mut tx = Producer::create(&mem, 16).unwrap();
         (&mem).store(CONSUMER_ASLEEP, 1, Ordering::Relaxed).unwrap();
         tx.send(b"x").unwrap(); // seen asleep: published at once
-        assert_eq!((&mem).load(HEAD, Ordering::Relaxed), Ok(1));
+        assert_eq!(seq(&mem, tx.geometry(), 0), 1);
         assert_eq!((&mem).load(CONSUMER_ASLEEP, Ordering::Relaxed), Ok(0));
         assert_eq!(mem.wakes.get(), 1);
+    }
+
+    #[test]
+    fn a_new_ring_forgets_the_old_ones_messages() {
+        let mem = Plain::new();
+        let mut old = Producer::create(&mem, 16).unwrap();
+        old.send(b"stale").unwrap();
+        old.close().unwrap();
+        drop(old);
+        let _tx = Producer::create(&mem, 16).unwrap();
+        let mut rx = Consumer::attach(&mem).unwrap();
+        rx.set_wait_mode(WaitMode::BLOCK);
+        // Nothing sent: the consumer must wait (EBUSY from the memory),
+        // not read the old ring's message.
+        assert_eq!(rx.recv(&mut [0; 8]), Err(Errno::BUSY));
+    }
+
+    #[test]
+    fn other_layouts_are_refused() {
+        let mem = Plain::new();
+        drop(Producer::create(&mem, 16).unwrap());
+        (&mem)
+            .store(MAGIC_AT, u32::from_le_bytes(*b"SGR1"), Ordering::Relaxed)
+            .unwrap();
+        assert_eq!(Consumer::attach(&mem).err(), Some(Errno::INVAL));
     }
 }

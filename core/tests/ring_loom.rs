@@ -1,8 +1,9 @@
 //! Model-checks the ring protocol of `shmgate_core::ring` (the code both
 //! ends run) with loom: every interleaving of a producer and a consumer on
-//! a two-slot ring, with loom's atomics and `SeqCst` fences, slots (length
-//! and payload) in loom cells (so a slot read before its write is published is a reported
-//! data race), and a futex built from loom's mutex and condition variable
+//! a two-slot ring, with loom's atomics and `SeqCst` fences, each slot's
+//! `seq` word a loom atomic and its length and payload a loom cell (so a
+//! slot read before its write is published is a reported data race), and a
+//! futex built from loom's mutex and condition variable
 //! without timeouts (so a lost wake-up is a reported deadlock).
 //!
 //! `RUSTFLAGS="--cfg shmgate_loom" cargo test -p shmgate-core --release --test ring_loom`
@@ -18,13 +19,14 @@ use loom::sync::atomic::{AtomicU32, fence};
 use loom::sync::{Arc, Condvar, Mutex};
 use shmgate_core::Errno;
 use shmgate_core::ring::{
-    ATTACHED, CLOSED, CONSUMER_ASLEEP, Consumer, HEAD, HEADER, LEN_PREFIX, MAGIC_AT,
-    PRODUCER_ASLEEP, Producer, RingMemory, SLOT_SIZE, SLOTS, TAIL, WaitMode,
+    ATTACHED, CLOSED, CONSUMER_ASLEEP, Consumer, HEAD, HEADER, LEN_AT, LEN_PREFIX, MAGIC_AT,
+    PRODUCER_ASLEEP, Producer, RingMemory, SEQ_AT, SLOT_SIZE, SLOTS, TAIL, WaitMode,
 };
 
 const SLOT: usize = 16;
 const NSLOTS: usize = 2;
-const WORDS: [usize; 9] = [
+/// The header's words, then each slot's `seq`.
+const WORDS: [usize; 9 + NSLOTS] = [
     MAGIC_AT,
     SLOTS,
     SLOT_SIZE,
@@ -34,6 +36,8 @@ const WORDS: [usize; 9] = [
     PRODUCER_ASLEEP,
     CLOSED,
     ATTACHED,
+    HEADER + SEQ_AT,
+    HEADER + SLOT + SEQ_AT,
 ];
 
 /// One futex: its waiters sleep on the condition variable under the mutex,
@@ -47,8 +51,9 @@ struct Futex {
 struct Mem {
     words: Vec<AtomicU32>,
     futexes: Vec<Futex>,
-    /// Whole slots, length prefix included: loom checks every byte.
-    slots: Vec<UnsafeCell<[u8; SLOT]>>,
+    /// Each slot's length and payload (all but its `seq`, a word): loom
+    /// checks every byte.
+    slots: Vec<UnsafeCell<[u8; SLOT - LEN_AT]>>,
 }
 
 #[derive(Clone)]
@@ -65,7 +70,9 @@ impl Shared {
                     cond: Condvar::new(),
                 })
                 .collect(),
-            slots: (0..NSLOTS).map(|_| UnsafeCell::new([0; SLOT])).collect(),
+            slots: (0..NSLOTS)
+                .map(|_| UnsafeCell::new([0; SLOT - LEN_AT]))
+                .collect(),
         }))
     }
 
@@ -77,14 +84,15 @@ impl Shared {
         Ok(&self.0.words[Shared::index(offset)?])
     }
 
-    /// The slot and the place in it that `offset..offset + n` is.
+    /// The slot and the place in its cell that `offset..offset + n` is:
+    /// only its length and payload (a byte access to a `seq` is an error).
     fn payload(offset: usize, n: usize) -> Result<(usize, usize), Errno> {
         let rel = offset.checked_sub(HEADER).ok_or(Errno::INVAL)?;
         let (slot, at) = (rel / SLOT, rel % SLOT);
-        if slot >= NSLOTS || at + n > SLOT {
+        if slot >= NSLOTS || at < LEN_AT || at + n > SLOT {
             return Err(Errno::INVAL);
         }
-        Ok((slot, at))
+        Ok((slot, at - LEN_AT))
     }
 }
 

@@ -114,6 +114,11 @@ int64_t shmgate_notify(int32_t handle, int64_t offset, uint32_t count);
 SHMGATE_IMPORT(atomic32)
 int64_t shmgate_atomic32(int32_t handle, int64_t offset, int32_t op, uint32_t operand, uint32_t expected);
 
+/* The host's CLOCK_MONOTONIC (clock_gettime) in nanoseconds: the clock every
+ * process on the machine reads. No arguments, no guest memory, no failure. */
+SHMGATE_IMPORT(clock_monotonic)
+int64_t shmgate_clock_monotonic(void);
+
 #undef SHMGATE_IMPORT
 
 #ifdef __cplusplus

@@ -323,6 +323,15 @@ impl Segment {
     }
 }
 
+/// `clock-monotonic`: the host's `CLOCK_MONOTONIC` (`clock_gettime`) in
+/// nanoseconds, as [`crate::clock_monotonic`] reads it in a core module: one
+/// host call, no resource, no allocation, cannot fail.
+#[doc(alias = "clock_gettime")]
+#[inline]
+pub fn clock_monotonic() -> u64 {
+    wit::clock_monotonic()
+}
+
 /// Removes the name `name` (the host must grant unlinking). Open segments
 /// stay usable.
 ///

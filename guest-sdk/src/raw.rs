@@ -52,6 +52,8 @@ mod imports {
             operand: i32,
             expected: i32,
         ) -> i64;
+        #[link_name = "clock_monotonic"]
+        pub(super) fn shmgate_clock_monotonic() -> i64;
     }
 
     #[link(wasm_import_module = "wasi_snapshot_preview1")]
@@ -104,6 +106,9 @@ mod imports {
     pub(super) unsafe fn shmgate_atomic32(_: i32, _: i64, _: i32, _: i32, _: i32) -> i64 {
         NOSYS
     }
+    pub(super) unsafe fn shmgate_clock_monotonic() -> i64 {
+        NOSYS
+    }
     /// WASI's ENOSYS.
     pub(super) unsafe fn wasi_clock_time_get(_: u32, _: u64, _: *mut u64) -> u16 {
         52
@@ -124,6 +129,13 @@ pub(crate) fn monotonic_ns() -> Result<u64, Errno> {
         52 => Err(Errno::NOSYS),
         _ => Err(Errno::INVAL),
     }
+}
+
+/// `clock_monotonic`: the host's `CLOCK_MONOTONIC` in nanoseconds.
+#[inline]
+pub(crate) fn clock_monotonic() -> Result<u64, Errno> {
+    // SAFETY: no arguments, and the host touches no guest memory.
+    Errno::from_wire(unsafe { imports::shmgate_clock_monotonic() })
 }
 
 /// A guest address or length as the ABI's `i32`. On wasm32 a `usize` is 32

@@ -8,16 +8,20 @@
 //!
 //! | offset | field |
 //! |---|---|
-//! | 0 | magic `SGR1` |
+//! | 0 | magic `SGR2` (layout version 2) |
 //! | 4 | number of slots (a power of two) |
 //! | 8 | slot size in bytes (a multiple of 8, at least 16) |
-//! | 64 | `head`: messages published (wrapping `u32`) |
+//! | 64 | reserved |
 //! | 128 | `tail`: messages consumed |
 //! | 192 | consumer asleep (1) or not (0): its futex word |
 //! | 256 | producer asleep: its futex word |
 //! | 320 | closed by the producer |
 //! | 384 | a consumer has attached |
-//! | 4096 | the slots: a `u32` length, then the payload |
+//! | 4096 | the slots: a `u32` sequence word (`i + 1` once message `i` is in the slot), a `u32` length, then the payload |
+//!
+//! A message is published by the sequence word of its own slot, so with
+//! slots of 64 bytes or less ([`Geometry::slot_size_for`] a message of up
+//! to 56 bytes) it crosses from one end to the other in one cache line.
 //!
 //! The layout and the protocol (batched publication, sleeping only when
 //! the other side must wake you, and its invariants) are

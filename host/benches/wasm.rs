@@ -10,6 +10,11 @@
 //!   mapping of the same segment; `component` is the driver component's
 //!   `segment.write`/`segment.read` of a 1 MiB `list<u8>` (one more copy
 //!   each way than `guest`: the canonical ABI lifts and lowers the list).
+//! - `clock`: one monotonic clock read: native `clock_gettime`
+//!   (`shmgate_host::ring::monotonic_ns`), a core module's `shmgate_v1`
+//!   `clock_monotonic` and WASI `clock_time_get` (wasmtime-wasi's
+//!   preview 1), and a component's `clock-monotonic` and WASI
+//!   `wasi:clocks/monotonic-clock.now` (the driver component's loops).
 //!
 //! Run with `cargo bench -p shmgate-host --features wasmtime --bench wasm`.
 
@@ -80,6 +85,100 @@ const GUEST: &str = r#"(module
 
 struct Host {
     shm: ShmCtx,
+}
+
+/// The clock bench guest: `n` reads of `shmgate_v1`'s `clock_monotonic`,
+/// or of WASI's `clock_time_get` (monotonic, through memory at 0); each
+/// returns the last reading (so no read is dead code).
+const CLOCK_GUEST: &str = r#"(module
+  (import "shmgate_v1" "clock_monotonic" (func $clock (result i64)))
+  (import "wasi_snapshot_preview1" "clock_time_get"
+    (func $clock_time_get (param i32 i64 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "shmgate_clock") (param $n i32) (result i64)
+    (local $t i64)
+    (block $done
+      (loop $again
+        (br_if $done (i32.eqz (local.get $n)))
+        (local.set $t (call $clock))
+        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+        (br $again)))
+    (local.get $t))
+  (func (export "wasi_clock") (param $n i32) (result i64)
+    (block $done
+      (loop $again
+        (br_if $done (i32.eqz (local.get $n)))
+        (drop (call $clock_time_get (i32.const 1) (i64.const 1) (i32.const 0)))
+        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+        (br $again)))
+    (i64.load (i32.const 0))))"#;
+
+/// The clock bench guest's store: WASI preview 1 and `shmgate_v1`.
+struct ClockHost {
+    wasi: wasmtime_wasi::p1::WasiP1Ctx,
+    shm: ShmCtx,
+}
+
+/// One clock read per iteration: native, then the guests' routes.
+fn bench_clock(c: &mut Criterion, comp: (&driver::ComponentDriver, &mut Store<CompHost>)) {
+    let engine = Engine::default();
+    let module = Module::new(&engine, wat::parse_str(CLOCK_GUEST).unwrap()).unwrap();
+    let mut linker = Linker::<ClockHost>::new(&engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h: &mut ClockHost| &mut h.wasi).unwrap();
+    add_to_linker(&mut linker, |h: &mut ClockHost| &mut h.shm).unwrap();
+    let mut store = Store::new(
+        &engine,
+        ClockHost {
+            wasi: WasiCtxBuilder::new().build_p1(),
+            shm: ShmCtx::new(ShmPolicy::builder().build().unwrap()),
+        },
+    );
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let shmgate_clock: TypedFunc<i32, i64> = instance
+        .get_typed_func(&mut store, "shmgate_clock")
+        .unwrap();
+    let wasi_clock: TypedFunc<i32, i64> =
+        instance.get_typed_func(&mut store, "wasi_clock").unwrap();
+    let (comp, cstore) = comp;
+    let api = comp.shmgate_driver_driver();
+    let mut g = c.benchmark_group("clock");
+    g.bench_function("native_clock_gettime", |b| {
+        b.iter(shmgate_host::ring::monotonic_ns)
+    });
+    for (name, f) in [
+        ("guest_shmgate_clock_monotonic", &shmgate_clock),
+        ("guest_wasi_clock_time_get", &wasi_clock),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let n = i32::try_from(iters).expect("criterion asks for fewer than 2^31");
+                let start = Instant::now();
+                assert!(f.call(&mut store, n).unwrap() >= 0);
+                start.elapsed()
+            })
+        });
+    }
+    for wasi in [false, true] {
+        let name = if wasi {
+            "component_wasi_monotonic_clock_now"
+        } else {
+            "component_shmgate_clock_monotonic"
+        };
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let n = u32::try_from(iters).expect("criterion asks for fewer than 2^32");
+                let start = Instant::now();
+                let r = if wasi {
+                    api.call_wasi_clock_loop(&mut *cstore, n)
+                } else {
+                    api.call_clock_loop(&mut *cstore, n)
+                };
+                black_box(r.unwrap());
+                start.elapsed()
+            })
+        });
+    }
+    g.finish();
 }
 
 fn bench(c: &mut Criterion) {
@@ -232,6 +331,7 @@ fn bench(c: &mut Criterion) {
         });
         g.finish();
     }
+    bench_clock(c, (&comp, &mut cstore));
 }
 
 criterion_group! {

@@ -114,6 +114,14 @@ impl Mapping {
         }
     }
 
+    /// The raw mapping, for the ring's per-message path
+    /// (`crate::ring`), which checks [`is_revoked`](Mapping::is_revoked)
+    /// itself once per message instead of around every access. Accesses
+    /// through it are bounds-checked but not revocation-checked.
+    pub(crate) fn unchecked(&self) -> &RawMapping {
+        self.raw()
+    }
+
     /// The name the segment was opened by, for errors.
     pub(crate) fn name(&self) -> &Arc<[u8]> {
         &self.name

@@ -36,6 +36,7 @@ use std::time::Duration;
 use shmgate_core::ring::{self as proto, RingMemory};
 pub use shmgate_core::ring::{DEFAULT_BATCH, Geometry, HEADER, WaitMode};
 
+use crate::sys::RawMapping;
 use crate::{Errno, Error, Mapping, Op, sys};
 
 mod asynchronous;
@@ -57,12 +58,21 @@ pub fn monotonic_ns() -> u64 {
 
 /// The ring's region of a [`Mapping`], with its control words looked up
 /// once.
+///
+/// The per-message accesses (a slot's `seq`, length and payload) go to the
+/// raw mapping, bounds-checked but without the revocation check that
+/// [`Mapping`]'s own accessors make around each access (a registry lookup
+/// each, five per message). The ring checks revocation once per message
+/// instead, where it matters: before a `seq` store publishes a slot (so a
+/// message written into pages a peer's shrink diverted is never published)
+/// and after a payload is read (so one read from diverted pages is an
+/// `ENXIO`, not a message), and before every sleep.
 #[derive(Debug)]
 struct Region<'a> {
     map: &'a Mapping,
+    raw: &'a RawMapping,
     base: usize,
     len: usize,
-    head: &'a AtomicU32,
     tail: &'a AtomicU32,
     consumer_asleep: &'a AtomicU32,
     producer_asleep: &'a AtomicU32,
@@ -77,9 +87,9 @@ impl<'a> Region<'a> {
         let word = |offset: usize| map.atomic_u32(range.start + offset).map_err(|e| e.errno());
         Ok(Region {
             map,
+            raw: map.unchecked(),
             base: range.start,
             len,
-            head: word(proto::HEAD)?,
             tail: word(proto::TAIL)?,
             consumer_asleep: word(proto::CONSUMER_ASLEEP)?,
             producer_asleep: word(proto::PRODUCER_ASLEEP)?,
@@ -90,18 +100,10 @@ impl<'a> Region<'a> {
     #[inline]
     fn word(&self, offset: usize) -> Result<&'a AtomicU32, Errno> {
         Ok(match offset {
-            proto::HEAD => self.head,
             proto::TAIL => self.tail,
             proto::CONSUMER_ASLEEP => self.consumer_asleep,
             proto::PRODUCER_ASLEEP => self.producer_asleep,
-            _ => {
-                if offset.checked_add(4).is_none_or(|end| end > self.len) {
-                    return Err(Errno::INVAL);
-                }
-                self.map
-                    .atomic_u32(self.base + offset)
-                    .map_err(|e| e.errno())?
-            }
+            _ => self.raw.atomic_u32(self.check(offset, 4)?)?,
         })
     }
 
@@ -111,6 +113,16 @@ impl<'a> Region<'a> {
         match offset.checked_add(n) {
             Some(end) if end <= self.len => Ok(self.base + offset),
             _ => Err(Errno::INVAL),
+        }
+    }
+
+    /// `ENXIO` once the mapping is revoked (see [`Mapping::is_revoked`]).
+    #[inline]
+    fn intact(&self) -> Result<(), Errno> {
+        if self.map.is_revoked() {
+            Err(Errno::NXIO)
+        } else {
+            Ok(())
         }
     }
 }
@@ -127,7 +139,13 @@ impl RingMemory for Region<'_> {
 
     #[inline]
     fn store(&self, offset: usize, value: u32, order: Ordering) -> Result<(), Errno> {
-        self.word(offset)?.store(value, order);
+        let word = self.word(offset)?;
+        if order != Ordering::Relaxed {
+            // A publishing store (a slot's `seq`, `closed`, `tail`, the
+            // magic): what it publishes reached the segment.
+            self.intact()?;
+        }
+        word.store(value, order);
         Ok(())
     }
 
@@ -138,17 +156,18 @@ impl RingMemory for Region<'_> {
 
     #[inline]
     fn write(&self, offset: usize, bytes: &[u8]) -> Result<(), Errno> {
-        let at = self.check(offset, bytes.len())?;
-        self.map.write_at(at, bytes).map_err(|e| e.errno())
+        // Checked for revocation by the `seq` store that publishes it.
+        self.raw.copy_in(self.check(offset, bytes.len())?, bytes)
     }
 
     #[inline]
     fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), Errno> {
-        let at = self.check(offset, buf.len())?;
-        self.map.read_at(at, buf).map_err(|e| e.errno())
+        self.raw.copy_out(self.check(offset, buf.len())?, buf)?;
+        self.intact()
     }
 
     fn wait(&self, offset: usize, expected: u32, timeout: Option<Duration>) -> Result<(), Errno> {
+        self.intact()?;
         sys::futex::wait(self.word(offset)?, expected, timeout)
     }
 
@@ -338,6 +357,24 @@ mod tests {
             e.to_string()
                 .starts_with("ring \"/shmgate-test-ring-regions-")
         );
+    }
+
+    #[test]
+    fn a_shrunk_segment_is_an_error_not_a_message() {
+        let seg = segment("shrunk", 64 << 10);
+        let map = seg.map().unwrap();
+        let mut tx = Producer::create(&map, 0..64 << 10, 16).unwrap();
+        let mut rx = Consumer::attach(&map, 0..64 << 10).unwrap();
+        tx.set_batch(1);
+        tx.send(b"before").unwrap();
+        let mut buf = [0; 8];
+        assert_eq!(rx.recv(&mut buf).unwrap(), Some(6));
+        // A peer cuts the slots off: the header page stays.
+        seg.set_len(HEADER as u64).unwrap();
+        // The payload lands in diverted pages: never published.
+        assert_eq!(tx.send(b"after").unwrap_err().errno(), Errno::NXIO);
+        assert_eq!(rx.recv(&mut buf).unwrap_err().errno(), Errno::NXIO);
+        assert!(map.is_revoked());
     }
 
     #[test]

@@ -322,6 +322,10 @@ macro_rules! host_impls {
             fn unlink(&mut self, name: String) -> Result<(), ErrorCode> {
                 Ok(ShmCtx::unlink(self, name.as_bytes())?)
             }
+
+            fn clock_monotonic(&mut self) -> u64 {
+                crate::sys::monotonic_ns()
+            }
         }
 
         }

@@ -140,6 +140,28 @@ impl Guest for Driver {
             Ok(())
         })
     }
+
+    fn clock_monotonic() -> u64 {
+        shm::clock_monotonic()
+    }
+
+    fn clock_loop(n: u32) -> u64 {
+        let first = shm::clock_monotonic();
+        let mut last = first;
+        for _ in 1..n {
+            last = std::hint::black_box(shm::clock_monotonic());
+        }
+        last - first
+    }
+
+    fn wasi_clock_loop(n: u32) -> u64 {
+        let first = std::time::Instant::now();
+        let mut last = first;
+        for _ in 1..n {
+            last = std::hint::black_box(std::time::Instant::now());
+        }
+        u64::try_from((last - first).as_nanos()).unwrap_or(u64::MAX)
+    }
 }
 
 bindings::export!(Driver with_types_in bindings);

@@ -1,10 +1,9 @@
 //! Ring ping guest: creates segment NAME (128 KiB) with ring A in its first
 //! 64 KiB, waits for a pong end (native or guest) to create ring B in the
 //! second, then sends COUNT messages of SIZE bytes (16 to 64, default 16: a
-//! number, then the send time
-//! on the monotonic clock, which `shmgate run` makes the host's
-//! `CLOCK_MONOTONIC`, so the pong end can time the one-way trip) one at a
-//! time, each answered before the next. Prints every round trip / 2 in
+//! number, then the send time on the host's `CLOCK_MONOTONIC`, read with
+//! `shmgate_v1`'s `clock_monotonic`, so the pong end can time the one-way
+//! trip) one at a time, each answered before the next. Prints every round trip / 2 in
 //! nanoseconds on one line, `samples half-rtt: N N ...`, for the caller's
 //! histogram.
 //!
@@ -13,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use shmgate_guest::ring::{Consumer, Producer, WaitMode};
-use shmgate_guest::{Errno, Prot, Segment, monotonic_ns};
+use shmgate_guest::{Errno, Prot, Segment, clock_monotonic};
 
 const HALF: u64 = 64 << 10;
 /// The largest message, and the slot size that holds it.
@@ -40,12 +39,12 @@ fn run(name: &str, count: usize, mode: WaitMode, size: usize) -> Result<Vec<u64>
     let mut msg = [0x5a; MAX];
     let mut buf = [0; MAX];
     for i in 0..count as u64 {
-        let t0 = monotonic_ns()?;
+        let t0 = clock_monotonic()?;
         msg[..8].copy_from_slice(&i.to_le_bytes());
         msg[8..16].copy_from_slice(&t0.to_le_bytes());
         tx.send(&msg[..size])?;
         let n = rx.recv(&mut buf)?;
-        let rtt = monotonic_ns()?.saturating_sub(t0);
+        let rtt = clock_monotonic()?.saturating_sub(t0);
         if n != Some(size) || buf[..size] != msg[..size] {
             return Err(Errno::IO);
         }

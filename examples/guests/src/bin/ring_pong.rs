@@ -2,16 +2,16 @@
 //! or guest), consumes ring A in its first 64 KiB and creates ring B in the
 //! second (slots for messages of up to 64 bytes), and echoes every message
 //! from A to B until A closes. Messages of 16 bytes or more carry their
-//! send time (monotonic clock) in bytes 8..16: for those it prints the
-//! one-way latency of each, now minus that time taken before echoing, as
-//! `samples one-way: N N ...`.
+//! send time (the host's `CLOCK_MONOTONIC`) in bytes 8..16: for those it
+//! prints the one-way latency of each, now (`clock_monotonic`) minus that
+//! time, taken before echoing, as `samples one-way: N N ...`.
 //!
 //! Usage (grant: read-write and windows): `ring_pong NAME spin|block TIMEOUT_SECS`
 
 use std::time::{Duration, Instant};
 
 use shmgate_guest::ring::{Consumer, Producer, WaitMode};
-use shmgate_guest::{Errno, OpenOptions, Prot, Segment, monotonic_ns};
+use shmgate_guest::{Errno, OpenOptions, Prot, Segment, clock_monotonic};
 
 const HALF: u64 = 64 << 10;
 
@@ -43,7 +43,7 @@ fn run(name: &str, mode: WaitMode, timeout: Duration) -> Result<Vec<u64>, Errno>
     let mut one_way = Vec::new();
     while let Some(len) = rx.recv(&mut buf)? {
         if len >= 16 {
-            let now = monotonic_ns()?;
+            let now = clock_monotonic()?;
             let sent = u64::from_le_bytes(buf[8..16].try_into().map_err(|_| Errno::INVAL)?);
             one_way.push(now.saturating_sub(sent));
         }

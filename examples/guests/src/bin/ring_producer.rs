@@ -12,7 +12,7 @@ use shmgate_guest::{Errno, Prot, Segment};
 /// Slots in the ring for a message size: 64 MiB of slots at most, 8 MiB
 /// at least, so both tiny and 1 MiB messages stream.
 fn segment_len(msg: usize) -> u64 {
-    let slot = (msg + 4).next_multiple_of(8);
+    let slot = ring::Geometry::slot_size_for(msg);
     let slots = ((8 << 20) / slot).clamp(16, 1 << 20).next_power_of_two();
     let len = (ring::HEADER + slots * slot) as u64;
     len.next_multiple_of(64 << 10)
@@ -22,7 +22,7 @@ fn run(name: &str, total: u64, msg: usize, transport: Transport) -> Result<(u64,
     let len = segment_len(msg);
     let seg = Segment::create(name, len)?;
     let win = seg.map(0..len, Prot::ReadWrite)?;
-    let mut tx = Producer::create(&seg, &win, 0, (msg + 4).next_multiple_of(8))?.with_transport(transport);
+    let mut tx = Producer::create(&seg, &win, 0, ring::Geometry::slot_size_for(msg))?.with_transport(transport);
     // Start streaming once the consumer is there, so its timing covers a
     // real stream rather than draining a ring filled in advance.
     tx.wait_for_consumer(std::time::Duration::from_secs(120))?;

@@ -7,7 +7,9 @@
 #![allow(clippy::cast_possible_truncation)]
 
 mod async_wait;
+mod bulk;
 mod common;
+mod errno;
 mod errors;
 mod findings;
 mod lifecycle;

@@ -42,6 +42,12 @@ pub enum Outcome {
         /// Exported functions called, per run.
         calls: usize,
     },
+    /// The runs agreed up to a point where one of them overflowed the
+    /// stack: wasm does not define how deep a recursion may go, and
+    /// functions that use a shared memory take larger stack frames, so a
+    /// deep recursion overflows earlier after `share_memory`. Nothing after
+    /// that point is compared.
+    StackLimit,
 }
 
 /// A difference between the plain and the shared run: the finding.
@@ -266,17 +272,21 @@ pub fn check(engine: &Engine, data: &[u8]) -> Result<Outcome, (Divergence, Vec<u
         (Err(p), Ok(_)) => diverged("compile", &p, "ok"),
         (Ok(_), Err(s)) => diverged("compile", "ok", &s),
         (Ok((p, calls)), Ok((s, _))) => {
+            for ((what, pv), (what_s, sv)) in p.log.iter().zip(&s.log) {
+                let overflow = "trap StackOverflow";
+                if what == what_s && pv != sv && (pv == overflow || sv == overflow) {
+                    return Ok(Outcome::StackLimit);
+                }
+                if what != what_s || pv != sv {
+                    return diverged(what, pv, &format!("{what_s}: {sv}"));
+                }
+            }
             if p.log.len() != s.log.len() {
                 return diverged(
                     "observations",
                     &format!("{:?}", p.log),
                     &format!("{:?}", s.log),
                 );
-            }
-            for ((what, pv), (what_s, sv)) in p.log.iter().zip(&s.log) {
-                if what != what_s || pv != sv {
-                    return diverged(what, pv, &format!("{what_s}: {sv}"));
-                }
             }
             Ok(Outcome::Agreed { calls })
         }

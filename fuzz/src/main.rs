@@ -37,6 +37,7 @@ fn main() {
     let engine = engine();
     let began = Instant::now();
     let (mut runs, mut modules, mut refused, mut calls, mut finds) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut stack_limited = 0u64;
     let mut seed = start;
     while runs < count && deadline.is_none_or(|d| Instant::now() < d) {
         // 256 bytes to 8 KiB of input: small and large modules alike.
@@ -46,6 +47,10 @@ fn main() {
             Ok(Outcome::Refused) => {
                 modules += 1;
                 refused += 1;
+            }
+            Ok(Outcome::StackLimit) => {
+                modules += 1;
+                stack_limited += 1;
             }
             Ok(Outcome::Agreed { calls: n }) => {
                 modules += 1;
@@ -72,7 +77,8 @@ fn main() {
     let secs = began.elapsed().as_secs_f64();
     println!(
         "share_diff: seeds {start}..{seed}: {runs} executions ({modules} modules, {refused} refused by the engine, \
-         {calls} export calls, each run plain and shared) in {secs:.1} s ({:.0}/s); {finds} findings",
+         {calls} export calls, each run plain and shared; {stack_limited} compared up to a stack overflow) \
+         in {secs:.1} s ({:.0}/s); {finds} findings",
         runs as f64 / secs.max(1e-9)
     );
     if finds > 0 {

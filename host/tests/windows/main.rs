@@ -16,3 +16,4 @@ mod lifecycle;
 mod signals;
 mod stress;
 mod wait;
+mod watch;

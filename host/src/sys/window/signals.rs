@@ -241,10 +241,18 @@ mod step {
     /// How many ranges one host access may open before the oldest is left
     /// detached (readable private pages) instead of poisoned.
     const RANGES: usize = 4;
+    /// The most single steps one host access is given before its ranges
+    /// are poisoned anyway (about a second or two): a fault taken on an
+    /// alternate signal stack, whose stack pointer says nothing about the
+    /// thread's own stack, must not leave the thread stepping for ever. A
+    /// host access still running then faults again and is handled anew.
+    const BUDGET: usize = 1 << 20;
 
     thread_local! {
         /// 0, or the stack pointer of the host access being stepped.
         static STEP_SP: Cell<usize> = const { Cell::new(0) };
+        /// The steps taken since `STEP_SP` was set.
+        static STEPS: Cell<usize> = const { Cell::new(0) };
         /// The starts of the ranges opened for it (0: none).
         static STEP_RANGES: [Cell<usize>; RANGES] = const {
             [const { Cell::new(0) }; RANGES]
@@ -265,7 +273,8 @@ mod step {
     #[allow(unsafe_code, clippy::cast_sign_loss)]
     fn sp(context: *mut c_void) -> usize {
         // SAFETY: REG_RSP indexes the live register array of `regs`.
-        unsafe { *regs(context).add(libc::REG_RSP as usize) as usize }
+        let rsp = unsafe { *regs(context).add(libc::REG_RSP as usize) } as u64;
+        usize::try_from(rsp).unwrap_or(usize::MAX)
     }
 
     #[allow(unsafe_code)]
@@ -292,6 +301,7 @@ mod step {
         let _ = STEP_SP.try_with(|step| {
             if step.get() == 0 {
                 step.set(sp(context));
+                let _ = STEPS.try_with(|n| n.set(0));
             }
         });
         set_trap_flag(context, true);
@@ -305,7 +315,11 @@ mod step {
         if at == 0 || context.is_null() {
             return false;
         }
-        if sp(context) <= at {
+        let steps = STEPS.try_with(|n| {
+            n.set(n.get() + 1);
+            n.get()
+        });
+        if sp(context) <= at && steps.is_ok_and(|n| n < BUDGET) {
             return true; // still inside the access: one more step
         }
         let mut done = true;

@@ -13,6 +13,7 @@ mod errno;
 mod errors;
 mod findings;
 mod lifecycle;
+mod share_diff;
 mod signals;
 mod stress;
 mod wait;

@@ -4,7 +4,8 @@
 //! once after `share_memory`, and every observable outcome must agree:
 //! whether it compiles and instantiates (and the trap if not), each
 //! exported function's results or trap, and afterwards each exported
-//! memory's size and bytes and each exported global's value.
+//! memory's limits (no maximum meaning 4 GiB), whether the host can grow it
+//! by a page, its size and bytes, and each exported global's value.
 //!
 //! The modules are single-threaded (no atomics, no shared memories of
 //! their own), 32-bit memories with 64 KiB pages (what `share_memory`
@@ -19,6 +20,9 @@ use wasmtime::{Config, Engine, Extern, Instance, Module, Store, Trap, Val, ValTy
 /// Fuel for instantiation and for each call: enough for real loops, small
 /// enough that a module that loops forever costs about a millisecond.
 const FUEL: u64 = 20_000;
+/// A wasm32 memory's largest size in pages: what `share_memory` declares
+/// as the maximum of a memory that had none, which means the same.
+const WASM32_PAGES: u64 = 65536;
 /// Memories are compared byte for byte up to this size (and by size above).
 const HASHED_BYTES: usize = 64 << 20;
 
@@ -180,6 +184,14 @@ fn run(engine: &Engine, wasm: &[u8], args: &[u8]) -> Result<(Run, usize), String
     for (name, ext) in &exports {
         match ext {
             Extern::Memory(m) => {
+                let ty = m.ty(&store);
+                let max = ty.maximum().unwrap_or(WASM32_PAGES);
+                run.note(
+                    format!("memory {name} limits"),
+                    format!("{} {max}", ty.minimum()),
+                );
+                let grown = m.grow(&mut store, 1).map_err(|_| ());
+                run.note(format!("memory {name} grow 1"), format!("{grown:?}"));
                 let data = m.data(&store);
                 run.note(format!("memory {name} size"), data.len().to_string());
                 if data.len() <= HASHED_BYTES {
@@ -187,6 +199,14 @@ fn run(engine: &Engine, wasm: &[u8], args: &[u8]) -> Result<(Run, usize), String
                 }
             }
             Extern::SharedMemory(m) => {
+                let ty = m.ty();
+                let max = ty.maximum().unwrap_or(WASM32_PAGES);
+                run.note(
+                    format!("memory {name} limits"),
+                    format!("{} {max}", ty.minimum()),
+                );
+                let grown = m.grow(1).map_err(|_| ());
+                run.note(format!("memory {name} grow 1"), format!("{grown:?}"));
                 let data = m.data();
                 run.note(format!("memory {name} size"), data.len().to_string());
                 if data.len() <= HASHED_BYTES {

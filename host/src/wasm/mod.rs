@@ -136,8 +136,14 @@ pub enum WindowState {
     /// `PROT_NONE` after the segment shrank under it (or a failed unmap):
     /// guest accesses trap.
     Revoked,
-    /// Replaced by private zeroed pages after host code touched it.
+    /// Replaced by private zeroed pages for host code's access to a
+    /// read-only or revoked window, while that access runs.
     Detached,
+    /// Host code (a bulk memory instruction's helper, a WASI function)
+    /// touched the window while it was read-only or revoked; since that
+    /// access returned the window is `PROT_NONE` for good: guest accesses
+    /// trap (x86_64; see `docs/ABI.md`).
+    Poisoned,
 }
 
 /// The window (or guarded host mapping of segment pages) covering host
@@ -150,6 +156,7 @@ pub fn window_at(addr: *const u8) -> Option<WindowInfo> {
         State::ReadWrite => WindowState::ReadWrite,
         State::ReadOnly => WindowState::ReadOnly,
         State::Revoked => WindowState::Revoked,
+        State::Poisoned => WindowState::Poisoned,
         _ => WindowState::Detached,
     };
     Some(WindowInfo {

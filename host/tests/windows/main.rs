@@ -8,12 +8,16 @@
 
 mod async_wait;
 mod atomic_waits;
+mod bulk;
 mod common;
+mod errno;
 mod errors;
 mod findings;
 mod lifecycle;
 mod limits;
 mod memory_kinds;
+mod share_diff;
 mod signals;
 mod stress;
 mod wait;
+mod watch;

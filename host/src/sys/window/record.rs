@@ -53,10 +53,17 @@ pub(crate) enum State {
     /// Made `PROT_NONE` after a `SIGBUS` (the segment shrank), or left so
     /// by a replacement that failed: accesses trap.
     Revoked = 4,
-    /// Replaced by private zeroed pages after a host write or touch.
+    /// Replaced by private zeroed pages, readable and writable, for a host
+    /// access to a read-only or revoked range (a wasmtime helper such as
+    /// `memory.fill`, WASI, or a native copy) while that access runs.
     Detached = 5,
     /// Someone is acting on the range right now (see invariant 4).
     Busy = 6,
+    /// Host code touched the range while it was read-only or revoked:
+    /// once that access returned, its private pages were made `PROT_NONE`
+    /// for good, so every later access by guest code traps and none sees
+    /// bytes that did not come from the segment (see `signals`).
+    Poisoned = 7,
 }
 
 impl State {
@@ -68,6 +75,7 @@ impl State {
             4 => State::Revoked,
             5 => State::Detached,
             6 => State::Busy,
+            7 => State::Poisoned,
             _ => State::Free,
         }
     }
@@ -77,7 +85,7 @@ impl State {
     pub(crate) fn is_live(self) -> bool {
         matches!(
             self,
-            State::ReadWrite | State::ReadOnly | State::Revoked | State::Detached
+            State::ReadWrite | State::ReadOnly | State::Revoked | State::Detached | State::Poisoned
         )
     }
 }

@@ -6,20 +6,41 @@
 //!   of it) and returns; the access runs again and faults with `SIGSEGV`,
 //!   which wasmtime turns into a trap of that guest when the access came
 //!   from wasm code.
-//! - `SIGSEGV` in host code on a read-only or revoked registration: a host
-//!   function (WASI's `fd_read`, say) wrote into a read-only window, or
-//!   touched a revoked one. The handler replaces the range with private
-//!   zeroed pages, so the access lands there: the host survives and the
-//!   segment is unchanged. For this the handler must run *after*
-//!   wasmtime's (which handles faults in wasm code and passes the rest on),
-//!   so it is installed before any engine exists.
+//! - `SIGSEGV` in host code on a read-only, revoked or poisoned
+//!   registration: wasmtime's helpers for `memory.fill`, `memory.copy` and
+//!   `memory.init` (which run as host code, not compiled wasm), a host
+//!   function (WASI's `fd_read`, say) or a native copy wrote into a
+//!   read-only range, or touched a revoked one. The access must complete
+//!   (host code cannot be made to trap), so the handler replaces the range
+//!   with private zeroed pages ([`State::Detached`]) and the access lands
+//!   there: the host survives and the segment is unchanged. On x86_64 the
+//!   handler then single-steps the thread (the trap flag) until the
+//!   function that faulted has returned (its caller's stack pointer), and
+//!   makes the private pages `PROT_NONE` ([`State::Poisoned`]): every later
+//!   access by the guest traps, so no guest code ever runs on against bytes
+//!   that diverged from the segment. Elsewhere the pages stay readable (a
+//!   documented gap). For this the handler must run *after* wasmtime's
+//!   (which handles faults in wasm code and passes the rest on), so it is
+//!   installed before any engine exists.
 //!
 //! Everything else (a fault outside every registration, a signal sent by
-//! `kill`) goes to the previous handler exactly as wasmtime's
-//! `signals.rs` chains, as if we were not there. The handler saves and
-//! restores `errno`, uses only atomics, `mprotect` and `mmap` (system calls
-//! that take no user-space lock), and never allocates.
-
+//! `kill`, a `SIGTRAP` while this thread is not stepping) goes to the
+//! previous handler exactly as wasmtime's `signals.rs` chains, as if we
+//! were not there. The handler saves and restores `errno`, uses only
+//! atomics, thread-local cells, `mprotect` and `mmap` (system calls that
+//! take no user-space lock), and never allocates.
+//!
+//! # Stepping (x86_64)
+//!
+//! Per thread, `STEP_SP` is 0 or the stack pointer of the host access that
+//! faulted, and `STEP_RANGES` the starts of the ranges opened for it. Only
+//! the thread itself reads or writes them, from its own signal handlers, so
+//! plain cells suffice. A `SIGTRAP` while `STEP_SP` is set is ours: when
+//! the stack pointer is above `STEP_SP`, the faulting function (a leaf such
+//! as `memset`/`memmove`, or the host function around it) has returned, and
+//! every opened range still [`State::Detached`] becomes `PROT_NONE` and
+//! [`State::Poisoned`]. A later host access to a poisoned range faults
+//! again and is handled the same way.
 use std::ffi::{c_int, c_void};
 use std::sync::{Once, OnceLock};
 
@@ -30,13 +51,26 @@ use super::registry::{self, Found};
 /// ours. Set before ours is installed, so the handler never runs without.
 static PREV_SIGBUS: OnceLock<libc::sigaction> = OnceLock::new();
 static PREV_SIGSEGV: OnceLock<libc::sigaction> = OnceLock::new();
+#[cfg(target_arch = "x86_64")]
+static PREV_SIGTRAP: OnceLock<libc::sigaction> = OnceLock::new();
+
+/// The signals the handler takes.
+#[cfg(target_arch = "x86_64")]
+const SIGNALS: [(c_int, &OnceLock<libc::sigaction>); 3] = [
+    (libc::SIGBUS, &PREV_SIGBUS),
+    (libc::SIGSEGV, &PREV_SIGSEGV),
+    (libc::SIGTRAP, &PREV_SIGTRAP),
+];
+#[cfg(not(target_arch = "x86_64"))]
+const SIGNALS: [(c_int, &OnceLock<libc::sigaction>); 2] =
+    [(libc::SIGBUS, &PREV_SIGBUS), (libc::SIGSEGV, &PREV_SIGSEGV)];
 
 /// Installs the handler for `SIGBUS` and `SIGSEGV` once per process.
 #[allow(unsafe_code)]
 pub(crate) fn install() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        for (signal, prev) in [(libc::SIGBUS, &PREV_SIGBUS), (libc::SIGSEGV, &PREV_SIGSEGV)] {
+        for (signal, prev) in SIGNALS {
             // SAFETY: a zeroed sigaction is a valid "default" value; the
             // kernel overwrites it with the current disposition.
             let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
@@ -63,7 +97,11 @@ pub(crate) fn install() {
 extern "C" fn handler(signal: c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
     // SAFETY: `__errno_location` returns this thread's errno, always valid.
     let errno = unsafe { *libc::__errno_location() };
-    let handled = handle(signal, info);
+    let handled = if signal == libc::SIGTRAP {
+        step::trap(context)
+    } else {
+        handle(signal, info, context)
+    };
     // SAFETY: as above; whatever our system calls set is undone.
     unsafe { *libc::__errno_location() = errno };
     if !handled {
@@ -75,7 +113,7 @@ extern "C" fn handler(signal: c_int, info: *mut libc::siginfo_t, context: *mut c
 /// only case that goes to the previous handler: passing on a fault that is
 /// ours would let that handler reset the disposition to the default).
 #[allow(unsafe_code)]
-fn handle(signal: c_int, info: *mut libc::siginfo_t) -> bool {
+fn handle(signal: c_int, info: *mut libc::siginfo_t, context: *mut c_void) -> bool {
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
     let info = unsafe { &*info };
     // Only faults the kernel raised for an access (si_code > 0): a signal
@@ -112,7 +150,7 @@ fn handle(signal: c_int, info: *mut libc::siginfo_t) -> bool {
         // Raised before another thread detached the range: the access runs
         // again against the private pages there now.
         (libc::SIGBUS | libc::SIGSEGV, State::Detached) => (true, snap.state),
-        (libc::SIGSEGV, State::ReadOnly | State::Revoked) => {
+        (libc::SIGSEGV, State::ReadOnly | State::Revoked | State::Poisoned) => {
             // Host code wrote into a read-only range, or touched a revoked
             // one: private zeroed pages take its place, in two steps so a
             // failure never leaves a hole (as `map::replace_private`).
@@ -128,9 +166,21 @@ fn handle(signal: c_int, info: *mut libc::siginfo_t) -> bool {
                 // ever sees.
                 unsafe { libc::mprotect(start, len, rw) == 0 }
             };
+            // Private writable pages count against RLIMIT_DATA; shared
+            // anonymous ones do not. When the first are refused (the
+            // failed mprotect has set errno, which `handler` restores),
+            // the second let the access complete all the same.
+            let shared = p != libc::MAP_FAILED && !charged && {
+                let flags = libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
+                // SAFETY: the same pinned range of ours, PROT_NONE pages
+                // now; it becomes zeroed shared anonymous pages that only
+                // this process maps.
+                unsafe { libc::mmap(start, len, rw, flags, -1, 0) != libc::MAP_FAILED }
+            };
             if p == libc::MAP_FAILED {
                 (false, snap.state)
-            } else if charged {
+            } else if charged || shared {
+                step::open(snap.start, context);
                 (true, State::Detached)
             } else {
                 // The pages cannot be charged (strict overcommit): they
@@ -147,10 +197,8 @@ fn handle(signal: c_int, info: *mut libc::siginfo_t) -> bool {
 /// Passes the signal on exactly as wasmtime does.
 #[allow(unsafe_code)]
 fn chain(signal: c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
-    let prev = if signal == libc::SIGBUS {
-        &PREV_SIGBUS
-    } else {
-        &PREV_SIGSEGV
+    let Some(&(_, prev)) = SIGNALS.iter().find(|(s, _)| *s == signal) else {
+        return;
     };
     // SAFETY: call the previous SA_SIGINFO or plain handler, or restore
     // the default disposition and return so the access faults again and
@@ -175,5 +223,154 @@ fn chain(signal: c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
                 libc::sigaction(signal, &dfl, std::ptr::null_mut());
             }
         }
+    }
+}
+
+/// Single-stepping a host access to its end, then poisoning what it
+/// opened (see the module documentation).
+#[cfg(target_arch = "x86_64")]
+mod step {
+    use std::cell::Cell;
+    use std::ffi::c_void;
+
+    use super::super::record::State;
+    use super::super::registry::{self, Found};
+
+    /// The trap flag in `EFLAGS`.
+    const TF: i64 = 0x100;
+    /// How many ranges one host access may open before the oldest is left
+    /// detached (readable private pages) instead of poisoned.
+    const RANGES: usize = 4;
+    /// The most single steps one host access is given before its ranges
+    /// are poisoned anyway (about a second or two): a fault taken on an
+    /// alternate signal stack, whose stack pointer says nothing about the
+    /// thread's own stack, must not leave the thread stepping for ever. A
+    /// host access still running then faults again and is handled anew.
+    const BUDGET: usize = 1 << 20;
+
+    thread_local! {
+        /// 0, or the stack pointer of the host access being stepped.
+        static STEP_SP: Cell<usize> = const { Cell::new(0) };
+        /// The steps taken since `STEP_SP` was set.
+        static STEPS: Cell<usize> = const { Cell::new(0) };
+        /// The starts of the ranges opened for it (0: none).
+        static STEP_RANGES: [Cell<usize>; RANGES] = const {
+            [const { Cell::new(0) }; RANGES]
+        };
+    }
+
+    /// The saved general registers of the interrupted thread.
+    #[allow(unsafe_code)]
+    fn regs(context: *mut c_void) -> *mut libc::greg_t {
+        // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO
+        // handler; we only take the address of its register array.
+        unsafe {
+            (&raw mut (*context.cast::<libc::ucontext_t>()).uc_mcontext.gregs)
+                .cast::<libc::greg_t>()
+        }
+    }
+
+    #[allow(unsafe_code, clippy::cast_sign_loss)]
+    fn sp(context: *mut c_void) -> usize {
+        // SAFETY: REG_RSP indexes the live register array of `regs`.
+        let rsp = unsafe { *regs(context).add(libc::REG_RSP as usize) } as u64;
+        usize::try_from(rsp).unwrap_or(usize::MAX)
+    }
+
+    #[allow(unsafe_code)]
+    fn set_trap_flag(context: *mut c_void, on: bool) {
+        // SAFETY: REG_EFL indexes the live register array of `regs`; the
+        // kernel restores EFLAGS from it (TF included) on return.
+        unsafe {
+            let efl = regs(context).add(libc::REG_EFL as usize);
+            *efl = if on { *efl | TF } else { *efl & !TF };
+        }
+    }
+
+    /// Host code's access to the range at `start` was just given private
+    /// pages: step the thread until the faulting function returned.
+    pub(super) fn open(start: usize, context: *mut c_void) {
+        if context.is_null() {
+            return;
+        }
+        let _ = STEP_RANGES.try_with(|ranges| {
+            if let Some(free) = ranges.iter().find(|c| c.get() == 0 || c.get() == start) {
+                free.set(start);
+            }
+        });
+        let _ = STEP_SP.try_with(|step| {
+            if step.get() == 0 {
+                step.set(sp(context));
+                let _ = STEPS.try_with(|n| n.set(0));
+            }
+        });
+        set_trap_flag(context, true);
+    }
+
+    /// A `SIGTRAP`: ours if this thread is stepping. `true` if handled.
+    pub(super) fn trap(context: *mut c_void) -> bool {
+        let Ok(at) = STEP_SP.try_with(Cell::get) else {
+            return false;
+        };
+        if at == 0 || context.is_null() {
+            return false;
+        }
+        let steps = STEPS.try_with(|n| {
+            n.set(n.get() + 1);
+            n.get()
+        });
+        if sp(context) <= at && steps.is_ok_and(|n| n < BUDGET) {
+            return true; // still inside the access: one more step
+        }
+        let mut done = true;
+        let _ = STEP_RANGES.try_with(|ranges| {
+            for cell in ranges {
+                let start = cell.get();
+                if start == 0 {
+                    continue;
+                }
+                match registry::pin(start) {
+                    Found::Pinned(pinned) => {
+                        let snap = pinned.snapshot;
+                        let state =
+                            if snap.state == State::Detached && protect(snap.start, snap.end) {
+                                State::Poisoned
+                            } else {
+                                snap.state
+                            };
+                        pinned.finish(state);
+                        cell.set(0);
+                    }
+                    // Its owner is acting on it: try again one step later.
+                    Found::Transient => done = false,
+                    Found::NotOurs => cell.set(0),
+                }
+            }
+        });
+        if done {
+            let _ = STEP_SP.try_with(|step| step.set(0));
+            set_trap_flag(context, false);
+        }
+        true
+    }
+
+    /// Makes `start..end` inaccessible; the private bytes stay (unseen).
+    #[allow(unsafe_code)]
+    fn protect(start: usize, end: usize) -> bool {
+        // SAFETY: a pinned live registration: a range of ours that nobody
+        // can unmap until we finish; PROT_NONE changes no data.
+        unsafe { libc::mprotect(start as *mut c_void, end - start, libc::PROT_NONE) == 0 }
+    }
+}
+
+/// Elsewhere host accesses are not stepped: their private pages stay.
+#[cfg(not(target_arch = "x86_64"))]
+mod step {
+    use std::ffi::c_void;
+
+    pub(super) fn open(_start: usize, _context: *mut c_void) {}
+
+    pub(super) fn trap(_context: *mut c_void) -> bool {
+        false
     }
 }

@@ -1,0 +1,331 @@
+//! Issue 17, item 3: read-only and revoked windows refuse every access
+//! path, including `memory.fill`, `memory.copy` and `memory.init`, which
+//! wasmtime runs in host-side helpers (libcalls), not in compiled wasm, and
+//! host functions (WASI's `fd_read`, shmgate's own `read`/`write`).
+//!
+//! A fault in such a helper cannot become a trap of that instruction: the
+//! helper completes against private pages, and the window is poisoned
+//! (`PROT_NONE`) as soon as it returned, so the guest's next access to the
+//! window traps and it never reads back bytes that did not come from the
+//! segment. On 9bf8817 the helper's fault swapped in readable private
+//! pages: `memory.fill` into a read-only window returned, the guest read
+//! its own bytes back, later stores succeeded, and the segment was
+//! unchanged.
+
+use shmgate_host::wasm::{WindowState, add_to_linker, window_at};
+use shmgate_host::{OpenOptions, Segment};
+use wasmtime::{Linker, Module, Store};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+
+use crate::common::{Ns, PAGE, engine, init, policy, truncate_elsewhere};
+
+/// A guest with every bulk memory instruction as an export, next to the
+/// imports a window needs, WASI's `fd_read`, and plain loads and stores.
+const BULK: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "shmgate_v1" "open" (func $open (param i32 i32 i32 i32) (result i64)))
+  (import "shmgate_v1" "map" (func $map (param i32 i64 i32 i32) (result i64)))
+  (import "shmgate_v1" "read" (func $read (param i32 i64 i32 i32) (result i64)))
+  (import "shmgate_v1" "write" (func $write (param i32 i64 i32 i32) (result i64)))
+  (memory (export "memory") 1 1000 shared)
+  (data $d "written by memory.init")
+  (func (export "open") (param i32 i32 i32 i32) (result i64)
+    (call $open (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  (func (export "map") (param i32 i64 i32 i32) (result i64)
+    (call $map (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  (func (export "read") (param i32 i64 i32 i32) (result i64)
+    (call $read (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  (func (export "write") (param i32 i64 i32 i32) (result i64)
+    (call $write (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  (func (export "fill") (param i32 i32 i32)
+    (memory.fill (local.get 0) (local.get 1) (local.get 2)))
+  (func (export "copy") (param i32 i32 i32)
+    (memory.copy (local.get 0) (local.get 1) (local.get 2)))
+  (func (export "init") (param i32 i32 i32)
+    (memory.init $d (local.get 0) (local.get 1) (local.get 2)))
+  (func (export "fd_read") (param $buf i32) (param $len i32) (result i32)
+    ;; iovec at 16: { buf, len }; nread at 32
+    (i32.store (i32.const 16) (local.get $buf))
+    (i32.store (i32.const 20) (local.get $len))
+    (call $fd_read (i32.const 0) (i32.const 16) (i32.const 1) (i32.const 32)))
+  (func (export "load") (param i32) (result i32) (i32.load (local.get 0)))
+  (func (export "store") (param i32 i32) (i32.store (local.get 0) (local.get 1))))"#;
+
+/// Private guest bytes the tests copy from and to.
+const SCRATCH: i32 = 1024;
+/// What the segment holds at its start.
+const PRECIOUS: &[u8; 8] = b"precious";
+
+struct Host {
+    wasi: WasiP1Ctx,
+    shm: shmgate_host::wasm::ShmCtx,
+}
+
+/// A store running [`BULK`] with one window of a fresh 64 KiB segment.
+struct Bulk {
+    store: Store<Host>,
+    instance: wasmtime::Instance,
+    handle: i32,
+    win: i32,
+    name: String,
+    _seg: shmgate_host::OwnedSegment,
+    _ns: Ns,
+}
+
+impl Bulk {
+    fn new(writable: bool) -> Bulk {
+        init();
+        let ns = Ns::new();
+        let name = ns.name("bulk");
+        let seg = OpenOptions::new()
+            .size(PAGE as u64)
+            .open_owned(&name)
+            .unwrap();
+        seg.write_all_at(PRECIOUS, 0).unwrap();
+        let engine = engine();
+        let module = Module::new(engine, BULK).unwrap();
+        let mut linker = Linker::<Host>::new(engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h: &mut Host| &mut h.wasi).unwrap();
+        add_to_linker(&mut linker, |h: &mut Host| &mut h.shm).unwrap();
+        let wasi = WasiCtxBuilder::new()
+            .stdin(MemoryInputPipe::new("written by fd_read"))
+            .build_p1();
+        let shm =
+            shmgate_host::wasm::ShmCtx::new(policy(&ns).read_only(!writable).build().unwrap());
+        let mut store = Store::new(engine, Host { wasi, shm });
+        let instance = linker.instantiate(&mut store, &module).unwrap();
+        let mut b = Bulk {
+            store,
+            instance,
+            handle: 0,
+            win: 0,
+            name,
+            _seg: seg,
+            _ns: ns,
+        };
+        let Some(wasmtime::Extern::SharedMemory(mem)) =
+            b.instance.get_export(&mut b.store, "memory")
+        else {
+            panic!("shared memory export");
+        };
+        for (i, byte) in b"bulk".iter().enumerate() {
+            // SAFETY: in bounds of the live memory; no wasm runs now.
+            unsafe { *mem.data()[i].get() = *byte };
+        }
+        let oflags = if writable { 1 } else { 0 };
+        let h = b.call::<(i32, i32, i32, i32), i64>("open", (0, 4, oflags, 0));
+        assert!(h >= 0, "open: {h}");
+        b.handle = h as i32;
+        let prot = if writable { 3 } else { 1 };
+        let win = b.call::<(i32, i64, i32, i32), i64>("map", (b.handle, 0, PAGE, prot));
+        assert!(win > 0, "map: {win}");
+        b.win = win as i32;
+        b
+    }
+
+    fn call<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
+        &mut self,
+        name: &str,
+        args: P,
+    ) -> R {
+        self.try_call(name, args)
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"))
+    }
+
+    fn try_call<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
+        &mut self,
+        name: &str,
+        args: P,
+    ) -> wasmtime::Result<R> {
+        let f = self
+            .instance
+            .get_typed_func::<P, R>(&mut self.store, name)
+            .unwrap();
+        f.call(&mut self.store, args)
+    }
+
+    /// The window's state in the registry.
+    fn state(&mut self) -> Option<WindowState> {
+        let Some(wasmtime::Extern::SharedMemory(mem)) =
+            self.instance.get_export(&mut self.store, "memory")
+        else {
+            panic!("shared memory export");
+        };
+        let addr = mem
+            .data()
+            .as_ptr()
+            .cast::<u8>()
+            .wrapping_add(self.win as usize);
+        window_at(addr).map(|w| w.state)
+    }
+
+    /// The segment's first bytes, read through a separate descriptor.
+    fn segment_head(&self) -> [u8; 8] {
+        let mut buf = [0; 8];
+        Segment::open_read_only(&self.name)
+            .unwrap()
+            .read_exact_at(&mut buf, 0)
+            .unwrap();
+        buf
+    }
+
+    /// After host code touched the window where it must not: the window
+    /// is poisoned, every later guest load and store of it traps, so the
+    /// guest never sees the private bytes.
+    fn assert_poisoned(&mut self, what: &str) {
+        for at in [self.win, self.win + 8, self.win + PAGE - 4] {
+            let load = self.try_call::<i32, i32>("load", at);
+            let trap = load.expect_err(&format!(
+                "{what}: a load of the window at +{} must trap",
+                at - self.win
+            ));
+            assert!(
+                format!("{trap:?}").contains("out of bounds"),
+                "{what}: {trap:?}"
+            );
+            let store = self.try_call::<(i32, i32), ()>("store", (at, 0x4141_4141));
+            assert!(store.is_err(), "{what}: a store into the window must trap");
+        }
+        assert_eq!(self.state(), Some(WindowState::Poisoned), "{what}: state");
+        // The rest of the guest's memory is untouched by the poisoning.
+        assert_eq!(self.call::<(i32, i32), ()>("store", (SCRATCH, 7)), ());
+        assert_eq!(self.call::<i32, i32>("load", SCRATCH), 7);
+    }
+}
+
+/// Each bulk instruction that writes into a read-only window: the
+/// instruction may complete or trap, but the segment is unchanged and
+/// every later access of the window traps.
+#[test]
+fn bulk_writes_into_a_read_only_window_never_diverge() {
+    for op in ["fill", "copy in", "copy within", "init"] {
+        let mut b = Bulk::new(false);
+        let win = b.win;
+        assert_eq!(
+            b.call::<i32, i32>("load", win),
+            i32::from_le_bytes(*b"prec")
+        );
+        let r = match op {
+            "fill" => b.try_call::<(i32, i32, i32), ()>("fill", (win, 0x5a, PAGE)),
+            "copy in" => b.try_call::<(i32, i32, i32), ()>("copy", (win, SCRATCH, 4096)),
+            "copy within" => b.try_call::<(i32, i32, i32), ()>("copy", (win + 8, win, 4096)),
+            _ => b.try_call::<(i32, i32, i32), ()>("init", (win, 0, 22)),
+        };
+        if let Err(trap) = &r {
+            assert!(
+                format!("{trap:?}").contains("out of bounds"),
+                "{op}: {trap:?}"
+            );
+        }
+        assert_eq!(
+            &b.segment_head(),
+            PRECIOUS,
+            "{op}: the segment is unchanged"
+        );
+        b.assert_poisoned(op);
+    }
+}
+
+/// Reading a read-only window with `memory.copy` is allowed and sees the
+/// segment; the window stays read-only.
+#[test]
+fn bulk_reads_of_a_read_only_window_see_the_segment() {
+    let mut b = Bulk::new(false);
+    let win = b.win;
+    b.call::<(i32, i32, i32), ()>("copy", (SCRATCH, win, 8));
+    assert_eq!(
+        b.call::<i32, i32>("load", SCRATCH),
+        i32::from_le_bytes(*b"prec")
+    );
+    assert_eq!(b.state(), Some(WindowState::ReadOnly));
+    assert_eq!(
+        b.call::<i32, i32>("load", win + 4),
+        i32::from_le_bytes(*b"ious")
+    );
+}
+
+/// On a writable window every bulk instruction reaches the segment.
+#[test]
+fn bulk_writes_into_a_writable_window_reach_the_segment() {
+    let mut b = Bulk::new(true);
+    let win = b.win;
+    b.call::<(i32, i32, i32), ()>("fill", (win, 0x5a, 8));
+    assert_eq!(&b.segment_head(), b"ZZZZZZZZ");
+    b.call::<(i32, i32, i32), ()>("init", (win, 0, 8));
+    assert_eq!(&b.segment_head(), b"written ");
+    b.call::<(i32, i32), ()>("store", (SCRATCH, i32::from_le_bytes(*b"copy")));
+    b.call::<(i32, i32, i32), ()>("copy", (win, SCRATCH, 4));
+    assert_eq!(&b.segment_head(), b"copyten ");
+    assert_eq!(b.state(), Some(WindowState::ReadWrite));
+}
+
+/// Each bulk instruction on a window whose segment a peer truncated: the
+/// host survives, and afterwards every access of the window traps (the
+/// guest never reads zeros from it as if they were the segment's).
+#[test]
+fn bulk_access_to_a_truncated_window_traps_afterwards() {
+    for op in ["fill", "copy in", "copy out", "init"] {
+        let mut b = Bulk::new(true);
+        let win = b.win;
+        assert_eq!(
+            b.call::<i32, i32>("load", win),
+            i32::from_le_bytes(*b"prec")
+        );
+        truncate_elsewhere(&b.name, 0);
+        let r = match op {
+            "fill" => b.try_call::<(i32, i32, i32), ()>("fill", (win, 0x5a, PAGE)),
+            "copy in" => b.try_call::<(i32, i32, i32), ()>("copy", (win, SCRATCH, 4096)),
+            "copy out" => b.try_call::<(i32, i32, i32), ()>("copy", (SCRATCH, win, 4096)),
+            _ => b.try_call::<(i32, i32, i32), ()>("init", (win, 0, 22)),
+        };
+        if let Err(trap) = &r {
+            assert!(
+                format!("{trap:?}").contains("out of bounds"),
+                "{op}: {trap:?}"
+            );
+        }
+        b.assert_poisoned(op);
+    }
+}
+
+/// Host functions: WASI's `fd_read` into a read-only window (host code
+/// writing guest memory) poisons it like a bulk instruction; shmgate's own
+/// `read` and `write` refuse window buffers with `EFAULT`, also on a
+/// truncated window.
+#[test]
+fn host_functions_and_read_only_or_revoked_windows() {
+    let mut b = Bulk::new(false);
+    let (h, win) = (b.handle, b.win);
+    let efault = shmgate_core::Errno::FAULT.to_wire();
+    assert_eq!(
+        b.call::<(i32, i64, i32, i32), i64>("read", (h, 0, win, 8)),
+        efault
+    );
+    assert_eq!(
+        b.call::<(i32, i32), i32>("fd_read", (win, 8)),
+        0,
+        "WASI errno"
+    );
+    assert_eq!(&b.segment_head(), PRECIOUS);
+    b.assert_poisoned("fd_read");
+
+    let mut b = Bulk::new(true);
+    let (h, win) = (b.handle, b.win);
+    truncate_elsewhere(&b.name, 0);
+    assert_eq!(
+        b.call::<(i32, i64, i32, i32), i64>("write", (h, 0, win, 8)),
+        efault
+    );
+    assert_eq!(
+        b.call::<(i32, i64, i32, i32), i64>("read", (h, 0, win, 8)),
+        efault
+    );
+    assert_eq!(
+        b.call::<(i32, i32), i32>("fd_read", (win, 8)),
+        0,
+        "WASI errno"
+    );
+    b.assert_poisoned("fd_read after truncation");
+}

@@ -8,12 +8,12 @@
  *   baselines futex N    the same, the waiting side sleeping in the futex
  *   baselines ringpp N SIZE
  *                        ping-pong of SIZE-byte messages (16..64) over two
- *                        SPSC rings laid out as shmgate's ring is: head and
- *                        tail on cache lines of their own, slots of a u32
- *                        length then the payload (slot size 8 + SIZE rounded
- *                        up to 8), each message copied in and out, head
- *                        published per message, spinning: the like-with-like
- *                        baseline of the ring's ping-pong
+ *                        SPSC rings laid out as shmgate's ring (version 2) is:
+ *                        tail on a cache line of its own, slots of a u32 seq,
+ *                        a u32 length, then the payload (see pp_slot_size),
+ *                        each message copied in and out and published by its
+ *                        slot's seq, spinning: the like-with-like baseline of
+ *                        the ring's ping-pong
  *
  * Ping-pongs print every sample, in nanoseconds, on two lines for the
  * caller's histogram: `samples one-way: ...` (the receiver's clock minus the
@@ -152,41 +152,55 @@ static int pingpong(uint32_t n, int block) {
 }
 
 /* One direction of the ring ping-pong: the layout of shmgate's ring
- * (core/src/ring.rs) with 64 slots. */
+ * (core/src/ring.rs, version 2, `SGR2`) with 64 slots: `tail` on a cache line
+ * of its own, each slot a u32 `seq` (i + 1 once message i is in it), a u32
+ * length, then the payload; slots of 16, 32 or 64 bytes for messages of up
+ * to 8, 24 or 56 bytes, else 8 + the message rounded up to 8 (as
+ * `Geometry::slot_size_for`), so a message of up to 56 bytes crosses in one
+ * cache line. The consumer hands `tail` back every 32 messages (half the
+ * ring, as the ring's consumer does). */
 #define PP_SLOTS 64
 #define PP_MAX 64
-#define PP_SLOT (8 + PP_MAX)
+#define PP_TAIL_EVERY 32
 struct pp_ring {
-    _Alignas(64) _Atomic uint32_t head;
     _Alignas(64) _Atomic uint32_t tail;
-    _Alignas(64) unsigned char slots[PP_SLOTS][PP_SLOT];
+    _Alignas(64) unsigned char slots[PP_SLOTS * (8 + PP_MAX)];
 };
 
 struct pp_end {
     struct pp_ring *r;
-    uint32_t pos, seen; /* our index; the other side's index last seen */
+    uint32_t pos, seen; /* our index; the consumer's tail last seen */
+    uint32_t slot;      /* slot size */
 };
+
+static uint32_t pp_slot_size(uint32_t max) {
+    if (max <= 8) return 16;
+    if (max <= 24) return 32;
+    if (max <= 56) return 64;
+    return 8 + ((max + 7) & ~7u);
+}
 
 static void pp_send(struct pp_end *e, const unsigned char *msg, uint32_t len) {
     while (e->pos - e->seen >= PP_SLOTS)
         e->seen = atomic_load_explicit(&e->r->tail, memory_order_acquire);
-    unsigned char *slot = e->r->slots[e->pos % PP_SLOTS];
-    memcpy(slot, &len, 4);
-    memcpy(slot + 4, msg, len);
+    unsigned char *slot = e->r->slots + (e->pos % PP_SLOTS) * e->slot;
+    memcpy(slot + 4, &len, 4);
+    memcpy(slot + 8, msg, len);
     e->pos++;
-    atomic_store_explicit(&e->r->head, e->pos, memory_order_release);
+    atomic_store_explicit((_Atomic uint32_t *)slot, e->pos, memory_order_release);
 }
 
 static uint32_t pp_recv(struct pp_end *e, unsigned char *msg) {
-    while (e->seen == e->pos)
-        e->seen = atomic_load_explicit(&e->r->head, memory_order_acquire);
-    const unsigned char *slot = e->r->slots[e->pos % PP_SLOTS];
+    unsigned char *slot = e->r->slots + (e->pos % PP_SLOTS) * e->slot;
+    while (atomic_load_explicit((_Atomic uint32_t *)slot, memory_order_acquire) != e->pos + 1)
+        ;
     uint32_t len;
-    memcpy(&len, slot, 4);
+    memcpy(&len, slot + 4, 4);
     if (len > PP_MAX) len = PP_MAX;
-    memcpy(msg, slot + 4, len);
+    memcpy(msg, slot + 8, len);
     e->pos++;
-    atomic_store_explicit(&e->r->tail, e->pos, memory_order_release);
+    if (e->pos % PP_TAIL_EVERY == 0)
+        atomic_store_explicit(&e->r->tail, e->pos, memory_order_release);
     return len;
 }
 
@@ -196,7 +210,8 @@ static int ring_pingpong(uint32_t n, uint32_t size) {
     struct pp_ring *a = shared(sizeof *a), *b = shared(sizeof *b);
     pid_t pid = fork();
     if (pid == 0) {
-        struct pp_end rx = {a, 0, 0}, tx = {b, 0, 0};
+        uint32_t slot = pp_slot_size(size);
+        struct pp_end rx = {a, 0, 0, slot}, tx = {b, 0, 0, slot};
         uint64_t *one_way = malloc(sizeof(uint64_t) * n);
         unsigned char msg[PP_MAX];
         for (uint32_t i = 0; i < n; i++) {
@@ -209,7 +224,8 @@ static int ring_pingpong(uint32_t n, uint32_t size) {
         print_samples("one-way", one_way, n);
         _exit(0);
     }
-    struct pp_end tx = {a, 0, 0}, rx = {b, 0, 0};
+    uint32_t slot = pp_slot_size(size);
+    struct pp_end tx = {a, 0, 0, slot}, rx = {b, 0, 0, slot};
     uint64_t *half_rtt = malloc(sizeof(uint64_t) * n);
     unsigned char msg[PP_MAX], back[PP_MAX];
     memset(msg, 0x5a, sizeof msg);

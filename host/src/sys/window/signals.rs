@@ -41,6 +41,18 @@
 //! every opened range still [`State::Detached`] becomes `PROT_NONE` and
 //! [`State::Poisoned`]. A later host access to a poisoned range faults
 //! again and is handled the same way.
+//!
+//! A single step of a `rep stos`/`rep movs` runs one iteration, so glibc's
+//! `memset`/`memmove` (`rep stosb`/`rep movsb` above a few KiB) would cost
+//! a signal per byte, seconds per MiB that a guest's `memory.fill` could
+//! ask for. So at such an instruction (forward, found by decoding the
+//! bytes at `rip`), the handler skips the iterations that store into a
+//! range this thread opened (their bytes would land on private pages that
+//! nobody sees before they are poisoned), and when the instruction touches
+//! none of those ranges, it poisons them at once and stops stepping: the
+//! instruction runs at full speed, and should the access come back to a
+//! poisoned range, it faults and is handled anew. Poisoning early is always
+//! safe; it only costs another fault.
 use std::ffi::{c_int, c_void};
 use std::sync::{Once, OnceLock};
 
@@ -320,7 +332,14 @@ mod step {
             n.get()
         });
         if sp(context) <= at && steps.is_ok_and(|n| n < BUDGET) {
-            return true; // still inside the access: one more step
+            // Still inside the access: one more step, unless it is a
+            // string instruction that a step per iteration would drag out
+            // (a `memory.fill` of a MiB would take seconds).
+            match rep_string(context) {
+                Some(rep) if skip_into_ours(context, rep) => return true,
+                Some(rep) if !rep.touches_ours() => {} // poison now (below)
+                _ => return true,
+            }
         }
         let mut done = true;
         let _ = STEP_RANGES.try_with(|ranges| {
@@ -350,6 +369,134 @@ mod step {
         if done {
             let _ = STEP_SP.try_with(|step| step.set(0));
             set_trap_flag(context, false);
+        }
+        true
+    }
+
+    /// The direction flag in `EFLAGS`.
+    const DF: i64 = 0x400;
+
+    /// A `rep stos` or `rep movs` about to run (forward, 64-bit addresses).
+    #[derive(Clone, Copy)]
+    struct RepString {
+        /// The instruction's length in bytes.
+        len: usize,
+        /// Bytes per iteration.
+        size: usize,
+        /// `movs` (reads `rsi`) rather than `stos`.
+        movs: bool,
+        /// Iterations left (`rcx`), destination (`rdi`), source (`rsi`).
+        count: usize,
+        dst: usize,
+        src: usize,
+    }
+
+    impl RepString {
+        /// Whether it reads or writes a range this thread opened.
+        fn touches_ours(self) -> bool {
+            ours(self.dst).is_some() || (self.movs && ours(self.src).is_some())
+        }
+    }
+
+    /// The register `index` of the interrupted thread.
+    #[allow(unsafe_code, clippy::cast_sign_loss)]
+    fn reg(context: *mut c_void, index: libc::c_int) -> usize {
+        // SAFETY: every `REG_*` index is inside the live register array
+        // of `regs`.
+        let value = unsafe { *regs(context).add(index as usize) } as u64;
+        usize::try_from(value).unwrap_or(usize::MAX)
+    }
+
+    #[allow(unsafe_code, clippy::cast_possible_wrap)]
+    fn set_reg(context: *mut c_void, index: libc::c_int, value: usize) {
+        // SAFETY: as in `reg`; the kernel restores the thread's registers
+        // from the array when the handler returns.
+        unsafe { *regs(context).add(index as usize) = value as libc::greg_t };
+    }
+
+    /// The instruction at the interrupted thread's `rip` if it is a forward
+    /// `rep stos{b,d,q}` or `rep movs{b,d,q}` (no other prefix).
+    #[allow(unsafe_code)]
+    fn rep_string(context: *mut c_void) -> Option<RepString> {
+        // SAFETY: REG_EFL indexes the live register array of `regs`.
+        if unsafe { *regs(context).add(libc::REG_EFL as usize) } & DF != 0 {
+            return None;
+        }
+        let rip = reg(context, libc::REG_RIP);
+        // SAFETY: `rip` is the instruction the thread runs next, so its
+        // bytes are mapped, and readable (the code this runs on, libc's
+        // string functions, Rust and wasmtime code, is mapped `r-x`).
+        // Byte `i` is read only when bytes `0..i` were prefixes of that
+        // instruction, so every byte read belongs to it.
+        let byte = |i: usize| unsafe { std::ptr::read_volatile((rip as *const u8).add(i)) };
+        if byte(0) != 0xf3 {
+            return None;
+        }
+        let (wide, at) = match byte(1) {
+            rex @ 0x40..=0x4f => (rex & 8 != 0, 2),
+            _ => (false, 1),
+        };
+        let word = if wide { 8 } else { 4 };
+        let (movs, size) = match byte(at) {
+            0xaa => (false, 1),
+            0xab => (false, word),
+            0xa4 => (true, 1),
+            0xa5 => (true, word),
+            _ => return None,
+        };
+        Some(RepString {
+            len: at + 1,
+            size,
+            movs,
+            count: reg(context, libc::REG_RCX),
+            dst: reg(context, libc::REG_RDI),
+            src: reg(context, libc::REG_RSI),
+        })
+    }
+
+    /// The end of the range this thread opened that holds `addr`, if it
+    /// is still detached (private pages nobody else needs).
+    fn ours(addr: usize) -> Option<usize> {
+        STEP_RANGES
+            .try_with(|ranges| {
+                ranges.iter().find_map(|cell| {
+                    let start = cell.get();
+                    if start == 0 {
+                        return None;
+                    }
+                    let Found::Pinned(pinned) = registry::pin(addr) else {
+                        return None;
+                    };
+                    let snap = pinned.snapshot;
+                    pinned.finish(snap.state);
+                    (snap.start == start && snap.state == State::Detached).then_some(snap.end)
+                })
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Skips the iterations of `rep` that store into a range this thread
+    /// opened: their bytes go to private pages that are poisoned unseen,
+    /// so they need not be written (and a step per iteration would make a
+    /// guest's `memory.fill` of a read-only window take seconds per MiB).
+    /// `false` if the destination is not such a range.
+    fn skip_into_ours(context: *mut c_void, rep: RepString) -> bool {
+        let Some(end) = ours(rep.dst) else {
+            return false;
+        };
+        let n = rep.count.min((end - rep.dst) / rep.size);
+        if n == 0 {
+            return false;
+        }
+        set_reg(context, libc::REG_RDI, rep.dst + n * rep.size);
+        if rep.movs {
+            set_reg(context, libc::REG_RSI, rep.src.wrapping_add(n * rep.size));
+        }
+        set_reg(context, libc::REG_RCX, rep.count - n);
+        if rep.count == n {
+            let rip = reg(context, libc::REG_RIP);
+            set_reg(context, libc::REG_RIP, rip + rep.len);
         }
         true
     }

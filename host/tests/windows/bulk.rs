@@ -407,3 +407,32 @@ fn bulk_writes_of_many_mib_into_a_read_only_window_end() {
         },
     );
 }
+
+/// One host access that runs over more read-only windows than the handler
+/// keeps track of at once (a `memory.fill` across five adjacent ones):
+/// every one of them ends poisoned, none is left as readable private
+/// pages. Before, the fifth stayed detached: the guest read zeros from it
+/// and its stores succeeded.
+#[test]
+fn one_bulk_write_over_five_read_only_windows_poisons_all() {
+    let mut b = Bulk::new(false);
+    let mut wins = vec![b.win];
+    for _ in 0..4 {
+        let win = b.call::<(i32, i64, i32, i32), i64>("map", (b.handle, 0, PAGE, 1));
+        assert!(win > 0, "map: {win}");
+        wins.push(win as i32);
+    }
+    let first = b.win;
+    for (i, w) in wins.iter().enumerate() {
+        assert_eq!(*w, first + i as i32 * PAGE, "adjacent windows");
+    }
+    let r = b.try_call::<(i32, i32, i32), ()>("fill", (first, 0x5a, 5 * PAGE));
+    if let Err(trap) = &r {
+        assert!(format!("{trap:?}").contains("out of bounds"), "{trap:?}");
+    }
+    assert_eq!(&b.segment_head(), PRECIOUS);
+    for (i, w) in wins.into_iter().enumerate() {
+        b.win = w;
+        b.assert_poisoned(&format!("window {i}"));
+    }
+}

@@ -250,8 +250,8 @@ mod step {
 
     /// The trap flag in `EFLAGS`.
     const TF: i64 = 0x100;
-    /// How many ranges one host access may open before the oldest is left
-    /// detached (readable private pages) instead of poisoned.
+    /// How many ranges one host access keeps open at once; opening one more
+    /// poisons one of them early.
     const RANGES: usize = 4;
     /// The most single steps one host access is given before its ranges
     /// are poisoned anyway (about a second or two): a fault taken on an
@@ -308,6 +308,13 @@ mod step {
         let _ = STEP_RANGES.try_with(|ranges| {
             if let Some(free) = ranges.iter().find(|c| c.get() == 0 || c.get() == start) {
                 free.set(start);
+                return;
+            }
+            // All taken: poison one now (early is always safe: should the
+            // access come back to it, it faults and is handled anew) and
+            // take its place, so that no range is left detached for good.
+            if let Some(cell) = ranges.iter().find(|c| poison(c.get())) {
+                cell.set(start);
             }
         });
         let _ = STEP_SP.try_with(|step| {
@@ -348,21 +355,11 @@ mod step {
                 if start == 0 {
                     continue;
                 }
-                match registry::pin(start) {
-                    Found::Pinned(pinned) => {
-                        let snap = pinned.snapshot;
-                        let state =
-                            if snap.state == State::Detached && protect(snap.start, snap.end) {
-                                State::Poisoned
-                            } else {
-                                snap.state
-                            };
-                        pinned.finish(state);
-                        cell.set(0);
-                    }
+                if poison(start) {
+                    cell.set(0);
+                } else {
                     // Its owner is acting on it: try again one step later.
-                    Found::Transient => done = false,
-                    Found::NotOurs => cell.set(0),
+                    done = false;
                 }
             }
         });
@@ -499,6 +496,25 @@ mod step {
             set_reg(context, libc::REG_RIP, rip + rep.len);
         }
         true
+    }
+
+    /// Poisons the registration at `start` if it is still detached.
+    /// `false` if someone is acting on it (try again later).
+    fn poison(start: usize) -> bool {
+        match registry::pin(start) {
+            Found::Pinned(pinned) => {
+                let snap = pinned.snapshot;
+                let state = if snap.state == State::Detached && protect(snap.start, snap.end) {
+                    State::Poisoned
+                } else {
+                    snap.state
+                };
+                pinned.finish(state);
+                true
+            }
+            Found::Transient => false,
+            Found::NotOurs => true,
+        }
     }
 
     /// Makes `start..end` inaccessible; the private bytes stay (unseen).

@@ -436,3 +436,58 @@ fn one_bulk_write_over_five_read_only_windows_poisons_all() {
         b.assert_poisoned(&format!("window {i}"));
     }
 }
+
+/// Host code that faults on a read-only range and is then single-stepped
+/// may block signals or start a thread before the faulting function
+/// returns (`pthread_create`, `fork` and `posix_spawn` block every signal
+/// around `clone`): a step trap taken while `SIGTRAP` is blocked is forced
+/// to its default action by the kernel (the process dies), and a thread
+/// created with the trap flag set inherits it. Run in a child process,
+/// which must end well. Before, it died of `SIGTRAP`.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn stepped_host_code_may_block_signals_and_start_threads() {
+    if crate::common::is_child("stepped-sigmask") {
+        let ns = Ns::new();
+        let name = ns.name("sigmask");
+        let seg = OpenOptions::new().size(4096).open_owned(&name).unwrap();
+        let map = Segment::open_read_only(&name).unwrap().map().unwrap();
+        store_then_block_signals(map.as_mut_ptr());
+        drop(map);
+        drop(seg);
+        return;
+    }
+    let out = crate::common::run_child(
+        "bulk::stepped_host_code_may_block_signals_and_start_threads",
+        "stepped-sigmask",
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "the child died: {:?}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A store into a read-only range, then (in the same function, so still
+/// being stepped) every signal blocked and a thread started.
+#[cfg(target_arch = "x86_64")]
+#[inline(never)]
+#[allow(unsafe_code)]
+fn store_then_block_signals(p: *mut u8) {
+    // SAFETY: `p` is a live read-only registered mapping: the store faults
+    // and the handler gives it private pages (that is what is tested). An
+    // instruction of this function itself (not a call, which would return
+    // and end the stepping before the rest runs).
+    unsafe { std::arch::asm!("mov byte ptr [{p}], 1", p = in(reg) p, options(nostack)) };
+    // SAFETY: plain sigset_t values of ours; the old mask is restored.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    std::thread::spawn(|| {}).join().unwrap();
+}

@@ -52,7 +52,11 @@
 //! none of those ranges, it poisons them at once and stops stepping: the
 //! instruction runs at full speed, and should the access come back to a
 //! poisoned range, it faults and is handled anew. Poisoning early is always
-//! safe; it only costs another fault.
+//! safe; it only costs another fault. The same happens before a system
+//! call: a step trap while `SIGTRAP` is blocked (`pthread_create`, `fork`
+//! and `posix_spawn` block every signal around `clone`) is forced to its
+//! default action by the kernel, and `clone` copies the trap flag into the
+//! new thread or process.
 use std::ffi::{c_int, c_void};
 use std::sync::{Once, OnceLock};
 
@@ -342,9 +346,14 @@ mod step {
             // Still inside the access: one more step, unless it is a
             // string instruction that a step per iteration would drag out
             // (a `memory.fill` of a MiB would take seconds).
+            // Nor is a system call stepped: one that blocks SIGTRAP (as
+            // `pthread_create` and `fork` do around `clone`) would make the
+            // next step trap kill the process, and a thread or process it
+            // creates would inherit the trap flag.
             match rep_string(context) {
                 Some(rep) if skip_into_ours(context, rep) => return true,
                 Some(rep) if !rep.touches_ours() => {} // poison now (below)
+                None if enters_kernel(context) => {}   // poison now (below)
                 _ => return true,
             }
         }
@@ -449,6 +458,22 @@ mod step {
             dst: reg(context, libc::REG_RDI),
             src: reg(context, libc::REG_RSI),
         })
+    }
+
+    /// Whether the instruction at the interrupted thread's `rip` is a
+    /// system call (`syscall`, `sysenter` or `int 0x80`).
+    #[allow(unsafe_code)]
+    fn enters_kernel(context: *mut c_void) -> bool {
+        let rip = reg(context, libc::REG_RIP);
+        // SAFETY: as in `rep_string`: the bytes of the instruction the
+        // thread runs next, the second only when the first is the start
+        // of a two-byte instruction (0f xx, cd ib).
+        let byte = |i: usize| unsafe { std::ptr::read_volatile((rip as *const u8).add(i)) };
+        match byte(0) {
+            0x0f => matches!(byte(1), 0x05 | 0x34),
+            0xcd => byte(1) == 0x80,
+            _ => false,
+        }
     }
 
     /// The end of the range this thread opened that holds `addr`, if it

@@ -491,3 +491,31 @@ fn store_then_block_signals(p: *mut u8) {
     }
     std::thread::spawn(|| {}).join().unwrap();
 }
+
+/// A `SIGTRAP` that is not the handler's (an `int3` here, with no handler
+/// before shmgate's) ends the process as it would without shmgate: the
+/// handler must not swallow it (`int3` is not run again when the handler
+/// returns, unlike a faulting access). Before, the child went on running.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_foreign_sigtrap_still_kills() {
+    if crate::common::is_child("int3") {
+        init();
+        // SAFETY: a breakpoint instruction; it touches no memory.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::arch::asm!("int3")
+        };
+        eprintln!("survived int3");
+        return;
+    }
+    let out = crate::common::run_child("bulk::a_foreign_sigtrap_still_kills", "int3", &[]);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGTRAP),
+        "{:?}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

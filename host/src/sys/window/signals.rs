@@ -219,26 +219,41 @@ fn chain(signal: c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
     // SAFETY: call the previous SA_SIGINFO or plain handler, or restore
     // the default disposition and return so the access faults again and
     // the process dies as it would without us.
-    unsafe {
+    let restored = unsafe {
         match prev.get() {
             Some(old) if old.sa_flags & libc::SA_SIGINFO != 0 => {
                 let f: extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) =
                     std::mem::transmute(old.sa_sigaction);
                 f(signal, info, context);
+                false
             }
             Some(old) if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN => {
                 let f: extern "C" fn(c_int) = std::mem::transmute(old.sa_sigaction);
                 f(signal);
+                false
             }
             Some(old) => {
                 libc::sigaction(signal, old, std::ptr::null_mut());
+                true
             }
             None => {
                 let mut dfl: libc::sigaction = std::mem::zeroed();
                 dfl.sa_sigaction = libc::SIG_DFL;
                 libc::sigaction(signal, &dfl, std::ptr::null_mut());
+                true
             }
         }
+    };
+    // Nothing runs again when this returns from a `SIGTRAP` (`int3`, the
+    // trap flag: the instruction is done) or from a signal sent with
+    // `kill`: raise it again so that the disposition just restored acts
+    // on it (SA_NODEFER: it is not blocked here), as without us.
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler,
+    // and `chain` gets the one `handler` got.
+    let again = signal == libc::SIGTRAP || unsafe { (*info).si_code } <= 0;
+    if restored && again {
+        // SAFETY: raise is async-signal-safe and takes no pointers.
+        unsafe { libc::raise(signal) };
     }
 }
 

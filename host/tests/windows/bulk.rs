@@ -50,6 +50,7 @@ const BULK: &str = r#"(module
     (i32.store (i32.const 16) (local.get $buf))
     (i32.store (i32.const 20) (local.get $len))
     (call $fd_read (i32.const 0) (i32.const 16) (i32.const 1) (i32.const 32)))
+  (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
   (func (export "load") (param i32) (result i32) (i32.load (local.get 0)))
   (func (export "store") (param i32 i32) (i32.store (local.get 0) (local.get 1))))"#;
 
@@ -76,11 +77,16 @@ struct Bulk {
 
 impl Bulk {
     fn new(writable: bool) -> Bulk {
+        Bulk::sized(writable, PAGE)
+    }
+
+    /// As [`Bulk::new`], with a segment and window of `size` bytes.
+    fn sized(writable: bool, size: i32) -> Bulk {
         init();
         let ns = Ns::new();
         let name = ns.name("bulk");
         let seg = OpenOptions::new()
-            .size(PAGE as u64)
+            .size(size as u64)
             .open_owned(&name)
             .unwrap();
         seg.write_all_at(PRECIOUS, 0).unwrap();
@@ -119,7 +125,7 @@ impl Bulk {
         assert!(h >= 0, "open: {h}");
         b.handle = h as i32;
         let prot = if writable { 3 } else { 1 };
-        let win = b.call::<(i32, i64, i32, i32), i64>("map", (b.handle, 0, PAGE, prot));
+        let win = b.call::<(i32, i64, i32, i32), i64>("map", (b.handle, 0, size, prot));
         assert!(win > 0, "map: {win}");
         b.win = win as i32;
         b
@@ -328,4 +334,188 @@ fn host_functions_and_read_only_or_revoked_windows() {
         "WASI errno"
     );
     b.assert_poisoned("fd_read after truncation");
+}
+
+/// Runs `f`, or ends the process after 60 s: a test that fails, not hangs.
+fn within_a_minute(what: &str, f: impl FnOnce()) {
+    let (done, watch) = std::sync::mpsc::channel::<()>();
+    let what = what.to_owned();
+    let dog = std::thread::spawn(move || {
+        if watch.recv_timeout(std::time::Duration::from_secs(60))
+            == Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        {
+            eprintln!("{what}: still running after 60 s: the host hangs");
+            std::process::abort();
+        }
+    });
+    f();
+    drop(done);
+    dog.join().unwrap();
+}
+
+/// A guest cannot stall its host with a large bulk write into a read-only
+/// window: the host helper (glibc's `rep stosb`/`rep movsb`) is not
+/// single-stepped byte by byte, neither inside the window nor on into
+/// ordinary memory after it. Before, a step per byte made each MiB cost
+/// about 11 s (a 16 MiB fill about three minutes), beyond the reach of
+/// epoch interruption (host code).
+#[test]
+fn bulk_writes_of_many_mib_into_a_read_only_window_end() {
+    const BIG: i32 = 16 << 20;
+    within_a_minute("a 16 MiB fill and copy of a read-only window", || {
+        for op in ["fill", "copy in"] {
+            let mut b = Bulk::sized(false, BIG);
+            let win = b.win;
+            let r = match op {
+                "fill" => b.try_call::<(i32, i32, i32), ()>("fill", (win, 0x5a, BIG)),
+                _ => b.try_call::<(i32, i32, i32), ()>("copy", (win, 0, BIG)),
+            };
+            if let Err(trap) = &r {
+                assert!(
+                    format!("{trap:?}").contains("out of bounds"),
+                    "{op}: {trap:?}"
+                );
+            }
+            assert_eq!(
+                &b.segment_head(),
+                PRECIOUS,
+                "{op}: the segment is unchanged"
+            );
+            b.assert_poisoned(op);
+        }
+    });
+    within_a_minute(
+        "a fill from a read-only window on into 16 MiB of the guest's memory",
+        || {
+            let mut b = Bulk::new(false);
+            let win = b.win;
+            let old = b.call::<i32, i32>("grow", BIG / PAGE);
+            assert!(old > 0, "grow: {old}");
+            let ordinary = old * PAGE;
+            assert!(ordinary >= win + PAGE, "the new pages follow the window");
+            let r = b.try_call::<(i32, i32, i32), ()>("fill", (win, 0x5a, ordinary - win + BIG));
+            if let Err(trap) = &r {
+                assert!(format!("{trap:?}").contains("out of bounds"), "{trap:?}");
+            } else {
+                // The guest's own memory got what it asked for.
+                for at in [ordinary, ordinary + BIG / 2, ordinary + BIG - 4] {
+                    assert_eq!(b.call::<i32, i32>("load", at), 0x5a5a_5a5a, "at {at}");
+                }
+            }
+            assert_eq!(&b.segment_head(), PRECIOUS);
+            b.assert_poisoned("fill on into ordinary memory");
+        },
+    );
+}
+
+/// One host access that runs over more read-only windows than the handler
+/// keeps track of at once (a `memory.fill` across five adjacent ones):
+/// every one of them ends poisoned, none is left as readable private
+/// pages. Before, the fifth stayed detached: the guest read zeros from it
+/// and its stores succeeded.
+#[test]
+fn one_bulk_write_over_five_read_only_windows_poisons_all() {
+    let mut b = Bulk::new(false);
+    let mut wins = vec![b.win];
+    for _ in 0..4 {
+        let win = b.call::<(i32, i64, i32, i32), i64>("map", (b.handle, 0, PAGE, 1));
+        assert!(win > 0, "map: {win}");
+        wins.push(win as i32);
+    }
+    let first = b.win;
+    for (i, w) in wins.iter().enumerate() {
+        assert_eq!(*w, first + i as i32 * PAGE, "adjacent windows");
+    }
+    let r = b.try_call::<(i32, i32, i32), ()>("fill", (first, 0x5a, 5 * PAGE));
+    if let Err(trap) = &r {
+        assert!(format!("{trap:?}").contains("out of bounds"), "{trap:?}");
+    }
+    assert_eq!(&b.segment_head(), PRECIOUS);
+    for (i, w) in wins.into_iter().enumerate() {
+        b.win = w;
+        b.assert_poisoned(&format!("window {i}"));
+    }
+}
+
+/// Host code that faults on a read-only range and is then single-stepped
+/// may block signals or start a thread before the faulting function
+/// returns (`pthread_create`, `fork` and `posix_spawn` block every signal
+/// around `clone`): a step trap taken while `SIGTRAP` is blocked is forced
+/// to its default action by the kernel (the process dies), and a thread
+/// created with the trap flag set inherits it. Run in a child process,
+/// which must end well. Before, it died of `SIGTRAP`.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn stepped_host_code_may_block_signals_and_start_threads() {
+    if crate::common::is_child("stepped-sigmask") {
+        let ns = Ns::new();
+        let name = ns.name("sigmask");
+        let seg = OpenOptions::new().size(4096).open_owned(&name).unwrap();
+        let map = Segment::open_read_only(&name).unwrap().map().unwrap();
+        store_then_block_signals(map.as_mut_ptr());
+        drop(map);
+        drop(seg);
+        return;
+    }
+    let out = crate::common::run_child(
+        "bulk::stepped_host_code_may_block_signals_and_start_threads",
+        "stepped-sigmask",
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "the child died: {:?}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A store into a read-only range, then (in the same function, so still
+/// being stepped) every signal blocked and a thread started.
+#[cfg(target_arch = "x86_64")]
+#[inline(never)]
+#[allow(unsafe_code)]
+fn store_then_block_signals(p: *mut u8) {
+    // SAFETY: `p` is a live read-only registered mapping: the store faults
+    // and the handler gives it private pages (that is what is tested). An
+    // instruction of this function itself (not a call, which would return
+    // and end the stepping before the rest runs).
+    unsafe { std::arch::asm!("mov byte ptr [{p}], 1", p = in(reg) p, options(nostack)) };
+    // SAFETY: plain sigset_t values of ours; the old mask is restored.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    std::thread::spawn(|| {}).join().unwrap();
+}
+
+/// A `SIGTRAP` that is not the handler's (an `int3` here, with no handler
+/// before shmgate's) ends the process as it would without shmgate: the
+/// handler must not swallow it (`int3` is not run again when the handler
+/// returns, unlike a faulting access). Before, the child went on running.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_foreign_sigtrap_still_kills() {
+    if crate::common::is_child("int3") {
+        init();
+        // SAFETY: a breakpoint instruction; it touches no memory.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::arch::asm!("int3")
+        };
+        eprintln!("survived int3");
+        return;
+    }
+    let out = crate::common::run_child("bulk::a_foreign_sigtrap_still_kills", "int3", &[]);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGTRAP),
+        "{:?}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

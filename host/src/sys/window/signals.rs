@@ -41,6 +41,22 @@
 //! every opened range still [`State::Detached`] becomes `PROT_NONE` and
 //! [`State::Poisoned`]. A later host access to a poisoned range faults
 //! again and is handled the same way.
+//!
+//! A single step of a `rep stos`/`rep movs` runs one iteration, so glibc's
+//! `memset`/`memmove` (`rep stosb`/`rep movsb` above a few KiB) would cost
+//! a signal per byte, seconds per MiB that a guest's `memory.fill` could
+//! ask for. So at such an instruction (forward, found by decoding the
+//! bytes at `rip`), the handler skips the iterations that store into a
+//! range this thread opened (their bytes would land on private pages that
+//! nobody sees before they are poisoned), and when the instruction touches
+//! none of those ranges, it poisons them at once and stops stepping: the
+//! instruction runs at full speed, and should the access come back to a
+//! poisoned range, it faults and is handled anew. Poisoning early is always
+//! safe; it only costs another fault. The same happens before a system
+//! call: a step trap while `SIGTRAP` is blocked (`pthread_create`, `fork`
+//! and `posix_spawn` block every signal around `clone`) is forced to its
+//! default action by the kernel, and `clone` copies the trap flag into the
+//! new thread or process.
 use std::ffi::{c_int, c_void};
 use std::sync::{Once, OnceLock};
 
@@ -203,26 +219,41 @@ fn chain(signal: c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
     // SAFETY: call the previous SA_SIGINFO or plain handler, or restore
     // the default disposition and return so the access faults again and
     // the process dies as it would without us.
-    unsafe {
+    let restored = unsafe {
         match prev.get() {
             Some(old) if old.sa_flags & libc::SA_SIGINFO != 0 => {
                 let f: extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) =
                     std::mem::transmute(old.sa_sigaction);
                 f(signal, info, context);
+                false
             }
             Some(old) if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN => {
                 let f: extern "C" fn(c_int) = std::mem::transmute(old.sa_sigaction);
                 f(signal);
+                false
             }
             Some(old) => {
                 libc::sigaction(signal, old, std::ptr::null_mut());
+                true
             }
             None => {
                 let mut dfl: libc::sigaction = std::mem::zeroed();
                 dfl.sa_sigaction = libc::SIG_DFL;
                 libc::sigaction(signal, &dfl, std::ptr::null_mut());
+                true
             }
         }
+    };
+    // Nothing runs again when this returns from a `SIGTRAP` (`int3`, the
+    // trap flag: the instruction is done) or from a signal sent with
+    // `kill`: raise it again so that the disposition just restored acts
+    // on it (SA_NODEFER: it is not blocked here), as without us.
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler,
+    // and `chain` gets the one `handler` got.
+    let again = signal == libc::SIGTRAP || unsafe { (*info).si_code } <= 0;
+    if restored && again {
+        // SAFETY: raise is async-signal-safe and takes no pointers.
+        unsafe { libc::raise(signal) };
     }
 }
 
@@ -238,8 +269,8 @@ mod step {
 
     /// The trap flag in `EFLAGS`.
     const TF: i64 = 0x100;
-    /// How many ranges one host access may open before the oldest is left
-    /// detached (readable private pages) instead of poisoned.
+    /// How many ranges one host access keeps open at once; opening one more
+    /// poisons one of them early.
     const RANGES: usize = 4;
     /// The most single steps one host access is given before its ranges
     /// are poisoned anyway (about a second or two): a fault taken on an
@@ -296,6 +327,13 @@ mod step {
         let _ = STEP_RANGES.try_with(|ranges| {
             if let Some(free) = ranges.iter().find(|c| c.get() == 0 || c.get() == start) {
                 free.set(start);
+                return;
+            }
+            // All taken: poison one now (early is always safe: should the
+            // access come back to it, it faults and is handled anew) and
+            // take its place, so that no range is left detached for good.
+            if let Some(cell) = ranges.iter().find(|c| poison(c.get())) {
+                cell.set(start);
             }
         });
         let _ = STEP_SP.try_with(|step| {
@@ -320,7 +358,19 @@ mod step {
             n.get()
         });
         if sp(context) <= at && steps.is_ok_and(|n| n < BUDGET) {
-            return true; // still inside the access: one more step
+            // Still inside the access: one more step, unless it is a
+            // string instruction that a step per iteration would drag out
+            // (a `memory.fill` of a MiB would take seconds).
+            // Nor is a system call stepped: one that blocks SIGTRAP (as
+            // `pthread_create` and `fork` do around `clone`) would make the
+            // next step trap kill the process, and a thread or process it
+            // creates would inherit the trap flag.
+            match rep_string(context) {
+                Some(rep) if skip_into_ours(context, rep) => return true,
+                Some(rep) if !rep.touches_ours() => {} // poison now (below)
+                None if enters_kernel(context) => {}   // poison now (below)
+                _ => return true,
+            }
         }
         let mut done = true;
         let _ = STEP_RANGES.try_with(|ranges| {
@@ -329,21 +379,11 @@ mod step {
                 if start == 0 {
                     continue;
                 }
-                match registry::pin(start) {
-                    Found::Pinned(pinned) => {
-                        let snap = pinned.snapshot;
-                        let state =
-                            if snap.state == State::Detached && protect(snap.start, snap.end) {
-                                State::Poisoned
-                            } else {
-                                snap.state
-                            };
-                        pinned.finish(state);
-                        cell.set(0);
-                    }
+                if poison(start) {
+                    cell.set(0);
+                } else {
                     // Its owner is acting on it: try again one step later.
-                    Found::Transient => done = false,
-                    Found::NotOurs => cell.set(0),
+                    done = false;
                 }
             }
         });
@@ -352,6 +392,169 @@ mod step {
             set_trap_flag(context, false);
         }
         true
+    }
+
+    /// The direction flag in `EFLAGS`.
+    const DF: i64 = 0x400;
+
+    /// A `rep stos` or `rep movs` about to run (forward, 64-bit addresses).
+    #[derive(Clone, Copy)]
+    struct RepString {
+        /// The instruction's length in bytes.
+        len: usize,
+        /// Bytes per iteration.
+        size: usize,
+        /// `movs` (reads `rsi`) rather than `stos`.
+        movs: bool,
+        /// Iterations left (`rcx`), destination (`rdi`), source (`rsi`).
+        count: usize,
+        dst: usize,
+        src: usize,
+    }
+
+    impl RepString {
+        /// Whether it reads or writes a range this thread opened.
+        fn touches_ours(self) -> bool {
+            ours(self.dst).is_some() || (self.movs && ours(self.src).is_some())
+        }
+    }
+
+    /// The register `index` of the interrupted thread.
+    #[allow(unsafe_code, clippy::cast_sign_loss)]
+    fn reg(context: *mut c_void, index: libc::c_int) -> usize {
+        // SAFETY: every `REG_*` index is inside the live register array
+        // of `regs`.
+        let value = unsafe { *regs(context).add(index as usize) } as u64;
+        usize::try_from(value).unwrap_or(usize::MAX)
+    }
+
+    #[allow(unsafe_code, clippy::cast_possible_wrap)]
+    fn set_reg(context: *mut c_void, index: libc::c_int, value: usize) {
+        // SAFETY: as in `reg`; the kernel restores the thread's registers
+        // from the array when the handler returns.
+        unsafe { *regs(context).add(index as usize) = value as libc::greg_t };
+    }
+
+    /// The instruction at the interrupted thread's `rip` if it is a forward
+    /// `rep stos{b,d,q}` or `rep movs{b,d,q}` (no other prefix).
+    #[allow(unsafe_code)]
+    fn rep_string(context: *mut c_void) -> Option<RepString> {
+        // SAFETY: REG_EFL indexes the live register array of `regs`.
+        if unsafe { *regs(context).add(libc::REG_EFL as usize) } & DF != 0 {
+            return None;
+        }
+        let rip = reg(context, libc::REG_RIP);
+        // SAFETY: `rip` is the instruction the thread runs next, so its
+        // bytes are mapped, and readable (the code this runs on, libc's
+        // string functions, Rust and wasmtime code, is mapped `r-x`).
+        // Byte `i` is read only when bytes `0..i` were prefixes of that
+        // instruction, so every byte read belongs to it.
+        let byte = |i: usize| unsafe { std::ptr::read_volatile((rip as *const u8).add(i)) };
+        if byte(0) != 0xf3 {
+            return None;
+        }
+        let (wide, at) = match byte(1) {
+            rex @ 0x40..=0x4f => (rex & 8 != 0, 2),
+            _ => (false, 1),
+        };
+        let word = if wide { 8 } else { 4 };
+        let (movs, size) = match byte(at) {
+            0xaa => (false, 1),
+            0xab => (false, word),
+            0xa4 => (true, 1),
+            0xa5 => (true, word),
+            _ => return None,
+        };
+        Some(RepString {
+            len: at + 1,
+            size,
+            movs,
+            count: reg(context, libc::REG_RCX),
+            dst: reg(context, libc::REG_RDI),
+            src: reg(context, libc::REG_RSI),
+        })
+    }
+
+    /// Whether the instruction at the interrupted thread's `rip` is a
+    /// system call (`syscall`, `sysenter` or `int 0x80`).
+    #[allow(unsafe_code)]
+    fn enters_kernel(context: *mut c_void) -> bool {
+        let rip = reg(context, libc::REG_RIP);
+        // SAFETY: as in `rep_string`: the bytes of the instruction the
+        // thread runs next, the second only when the first is the start
+        // of a two-byte instruction (0f xx, cd ib).
+        let byte = |i: usize| unsafe { std::ptr::read_volatile((rip as *const u8).add(i)) };
+        match byte(0) {
+            0x0f => matches!(byte(1), 0x05 | 0x34),
+            0xcd => byte(1) == 0x80,
+            _ => false,
+        }
+    }
+
+    /// The end of the range this thread opened that holds `addr`, if it
+    /// is still detached (private pages nobody else needs).
+    fn ours(addr: usize) -> Option<usize> {
+        STEP_RANGES
+            .try_with(|ranges| {
+                ranges.iter().find_map(|cell| {
+                    let start = cell.get();
+                    if start == 0 {
+                        return None;
+                    }
+                    let Found::Pinned(pinned) = registry::pin(addr) else {
+                        return None;
+                    };
+                    let snap = pinned.snapshot;
+                    pinned.finish(snap.state);
+                    (snap.start == start && snap.state == State::Detached).then_some(snap.end)
+                })
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Skips the iterations of `rep` that store into a range this thread
+    /// opened: their bytes go to private pages that are poisoned unseen,
+    /// so they need not be written (and a step per iteration would make a
+    /// guest's `memory.fill` of a read-only window take seconds per MiB).
+    /// `false` if the destination is not such a range.
+    fn skip_into_ours(context: *mut c_void, rep: RepString) -> bool {
+        let Some(end) = ours(rep.dst) else {
+            return false;
+        };
+        let n = rep.count.min((end - rep.dst) / rep.size);
+        if n == 0 {
+            return false;
+        }
+        set_reg(context, libc::REG_RDI, rep.dst + n * rep.size);
+        if rep.movs {
+            set_reg(context, libc::REG_RSI, rep.src.wrapping_add(n * rep.size));
+        }
+        set_reg(context, libc::REG_RCX, rep.count - n);
+        if rep.count == n {
+            let rip = reg(context, libc::REG_RIP);
+            set_reg(context, libc::REG_RIP, rip + rep.len);
+        }
+        true
+    }
+
+    /// Poisons the registration at `start` if it is still detached.
+    /// `false` if someone is acting on it (try again later).
+    fn poison(start: usize) -> bool {
+        match registry::pin(start) {
+            Found::Pinned(pinned) => {
+                let snap = pinned.snapshot;
+                let state = if snap.state == State::Detached && protect(snap.start, snap.end) {
+                    State::Poisoned
+                } else {
+                    snap.state
+                };
+                pinned.finish(state);
+                true
+            }
+            Found::Transient => false,
+            Found::NotOurs => true,
+        }
     }
 
     /// Makes `start..end` inaccessible; the private bytes stay (unseen).

@@ -16,50 +16,12 @@ use shmgate_guest_artifacts::{RING_CONSUMER, RING_PRODUCER};
 use shmgate_host::{Segment, ring};
 
 use crate::common::{Namespace, SHMGATE, text};
+// The message, checksum and grant of the guests, shared with the sync
+// ends' interop tests.
+use crate::ring_interop::{FNV_START, MSG, fnv1a, grant, guest_sum, message};
 
-const MSG: usize = 64;
 const COUNT: u64 = 1_000_000;
 const SLOW_END: u64 = 100_000;
-const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
-
-/// FNV-1a over little-endian `u64` words, as the example guests compute it.
-fn fnv1a(mut state: u64, bytes: &[u8]) -> u64 {
-    for w in bytes.chunks_exact(8) {
-        state ^= u64::from_le_bytes(w.try_into().unwrap());
-        state = state.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    state
-}
-
-/// Message `i` as the example guests write it.
-fn message(i: u64) -> [u8; MSG] {
-    let mut buf = [0x5a; MSG];
-    buf[..8].copy_from_slice(&i.to_le_bytes());
-    buf[MSG - 8..].copy_from_slice(&i.to_le_bytes());
-    buf
-}
-
-fn guest_sum(out: &str) -> u64 {
-    let hex = out
-        .split("fnv1a-words ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no checksum in {out:?}"));
-    u64::from_str_radix(hex, 16).unwrap()
-}
-
-fn grant(ns: &Namespace) -> Vec<String> {
-    [
-        "--namespace",
-        &ns.0,
-        "--max-size",
-        "80MiB",
-        "--max-mapped",
-        "80MiB",
-    ]
-    .map(str::to_owned)
-    .to_vec()
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

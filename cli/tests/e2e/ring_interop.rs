@@ -11,13 +11,13 @@ use shmgate_host::{Segment, ring};
 
 use crate::common::{Namespace, SHMGATE, text};
 
-const MSG: usize = 64;
+pub(crate) const MSG: usize = 64;
 const COUNT: u64 = 200_000;
-const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+pub(crate) const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// FNV-1a over little-endian `u64` words, as the example guests compute it
 /// (`shmgate_example_guests::fnv1a_words`; messages are whole words here).
-fn fnv1a(mut state: u64, bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(mut state: u64, bytes: &[u8]) -> u64 {
     for w in bytes.chunks_exact(8) {
         state ^= u64::from_le_bytes(w.try_into().unwrap());
         state = state.wrapping_mul(0x0000_0100_0000_01b3);
@@ -27,7 +27,7 @@ fn fnv1a(mut state: u64, bytes: &[u8]) -> u64 {
 
 /// Message `i` as the example guests write it: the number at both ends,
 /// 0x5a between.
-fn message(i: u64) -> [u8; MSG] {
+pub(crate) fn message(i: u64) -> [u8; MSG] {
     let mut buf = [0x5a; MSG];
     buf[..8].copy_from_slice(&i.to_le_bytes());
     buf[MSG - 8..].copy_from_slice(&i.to_le_bytes());
@@ -35,7 +35,7 @@ fn message(i: u64) -> [u8; MSG] {
 }
 
 /// The `fnv1a-words HEX` a guest printed.
-fn guest_sum(out: &str) -> u64 {
+pub(crate) fn guest_sum(out: &str) -> u64 {
     let hex = out
         .split("fnv1a-words ")
         .nth(1)
@@ -44,7 +44,7 @@ fn guest_sum(out: &str) -> u64 {
     u64::from_str_radix(hex, 16).unwrap()
 }
 
-fn grant(ns: &Namespace) -> Vec<String> {
+pub(crate) fn grant(ns: &Namespace) -> Vec<String> {
     [
         "--namespace",
         &ns.0,
